@@ -1,0 +1,32 @@
+"""attnprompt: Attention Prompting on Image (ECCV 2024) for vision-language models.
+
+A text-query-guided attention map from an auxiliary CLIP is laid over the image as an alpha
+mask, so that a target vision-language model answers better.
+
+Public surface:
+    annotate(images, queries, ...)   one call -> annotated PIL images
+    Prompter(model, preset=...)      loads the auxiliary once; returns images, maps and masks
+    MaskConfig, PRESETS, get_preset  every knob, and the named presets as data
+"""
+
+from .auxiliary.base import DEFAULT_MODEL, ClipAuxiliary, load_auxiliary
+from .config import DEFAULT_PRESET, PRESETS, MaskConfig, get_preset
+from .errors import AttnPromptError
+from .prompter import Annotation, Prompter, annotate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "annotate",
+    "Prompter",
+    "Annotation",
+    "MaskConfig",
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "DEFAULT_MODEL",
+    "get_preset",
+    "load_auxiliary",
+    "ClipAuxiliary",
+    "AttnPromptError",
+    "__version__",
+]

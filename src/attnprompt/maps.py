@@ -1,0 +1,134 @@
+"""Pure tensor math on token-space maps: from raw attribution scores to a mask in [0, 1].
+
+Every function takes ``[B, H, W]`` tensors (``H = W = P`` for CLIP grids) of any float dtype,
+works per sample, and returns the same shape and dtype. Half-precision inputs are computed in
+float32 internally: the steps divide by small ranges and standard deviations.
+
+Degenerate (constant) maps never produce NaN. The convention is "no information means no
+dimming": :func:`minmax` and :func:`maxmin` of a constant map are all ones, :func:`enhance` of a
+constant map is 0.5 everywhere (a standardised constant is 0), and the merged mask of constant
+inputs is therefore all ones, which leaves the image untouched.
+
+No model library is imported here (see METHOD.md for the definitions).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "minmax",
+    "maxmin",
+    "enhance",
+    "box_filter",
+    "soft_or",
+    "merge_clip_maps",
+    "postprocess_single_map",
+]
+
+
+def _check(x: torch.Tensor) -> None:
+    if x.dim() != 3:
+        raise ValueError(f"expected a [B, H, W] map, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point map, got {x.dtype}")
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _range_normalise(x: torch.Tensor, invert: bool) -> torch.Tensor:
+    _check(x)
+    xc = x.to(_compute_dtype(x))
+    lo = xc.amin(dim=(1, 2), keepdim=True)  # [B, 1, 1]
+    hi = xc.amax(dim=(1, 2), keepdim=True)
+    span = hi - lo
+    flat = span == 0
+    safe = torch.where(flat, torch.ones_like(span), span)
+    out = (hi - xc) / safe if invert else (xc - lo) / safe
+    out = torch.where(flat, torch.ones_like(out), out)
+    return out.to(x.dtype)
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """``(x - min) / (max - min)`` per sample; a constant map gives all ones."""
+    return _range_normalise(x, invert=False)
+
+
+def maxmin(x: torch.Tensor) -> torch.Tensor:
+    """``(max - x) / (max - min)`` per sample (the inverted ``minmax``); constant -> all ones."""
+    return _range_normalise(x, invert=True)
+
+
+def enhance(x: torch.Tensor, coe: float) -> torch.Tensor:
+    """``sigmoid(coe * (x - mean) / std)`` per sample, std with Bessel's correction.
+
+    ``coe`` sharpens the map: large values push it towards a binary mask. A constant map
+    (std 0) gives 0.5 everywhere. A single-cell map has no Bessel std; it is treated as constant.
+    """
+    _check(x)
+    xc = x.to(_compute_dtype(x))
+    n = xc.shape[1] * xc.shape[2]
+    mean = xc.mean(dim=(1, 2), keepdim=True)
+    if n < 2:
+        return torch.full_like(x, 0.5)
+    std = xc.std(dim=(1, 2), keepdim=True)  # unbiased, as the official code (torch default)
+    flat = std == 0
+    z = (xc - mean) / torch.where(flat, torch.ones_like(std), std)
+    z = torch.where(flat, torch.zeros_like(z), z)
+    # clamp is a no-op on a sigmoid but kept for parity with the official code path
+    return torch.sigmoid(coe * z).clamp(0.0, 1.0).to(x.dtype)
+
+
+def box_filter(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """``kernel x kernel`` mean filter, stride 1, replicate padding (``kernel`` odd, 1 = identity)."""
+    _check(x)
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"kernel size must be a positive odd integer, got {kernel}")
+    if kernel == 1:
+        return x.clone()
+    pad = kernel // 2
+    xc = x.to(_compute_dtype(x)).unsqueeze(1)  # [B, 1, H, W]
+    padded = F.pad(xc, (pad, pad, pad, pad), mode="replicate")
+    weight = torch.full((1, 1, kernel, kernel), 1.0 / kernel**2, dtype=xc.dtype, device=xc.device)
+    # A convolution with 1/k^2 weights, like the official Conv2d, keeps rounding comparable.
+    return F.conv2d(padded, weight).squeeze(1).to(x.dtype)
+
+
+def soft_or(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Probabilistic OR of two maps in [0, 1]: ``a + b - a * b``."""
+    return a + b - a * b
+
+
+def merge_clip_maps(
+    psi_cls: torch.Tensor,
+    psi_comp: torch.Tensor | None,
+    *,
+    enhance_coe: float,
+    kernel: int,
+) -> torch.Tensor:
+    """The official ``merge_mask``: raw CLIP scores -> final mask in [0, 1].
+
+    ``psi_comp`` is the raw text similarity of the output tokens (not yet inverted):
+    ``maxmin`` performs the ``1 - sim`` inversion, so background "register" patches that match
+    the text strongly are kept visible. ``None`` drops the complementary map.
+
+    Shapes: ``psi_cls`` and ``psi_comp`` are ``[B, P, P]``; returns ``[B, P, P]``.
+    """
+    cls_map = box_filter(enhance(minmax(psi_cls), enhance_coe), kernel)
+    if psi_comp is None:
+        return minmax(cls_map)
+    if psi_comp.shape != psi_cls.shape:
+        raise ValueError(f"psi_cls {tuple(psi_cls.shape)} and psi_comp {tuple(psi_comp.shape)} differ")
+    comp_map = box_filter(maxmin(psi_comp), kernel)
+    return minmax(soft_or(cls_map, comp_map))
+
+
+def postprocess_single_map(attribution: torch.Tensor, *, enhance_coe: float, kernel: int) -> torch.Tensor:
+    """Post-processing of a map with no complementary part: ``mean_k(enhance(minmax(x)))``.
+
+    This is the official LVLM-path post-processing (no final re-normalisation).
+    """
+    return box_filter(enhance(minmax(attribution), enhance_coe), kernel)
