@@ -1,0 +1,194 @@
+"""The ``attnprompt`` command line: parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from .config import GEOMETRIES, INTERPOLATIONS, PRESETS, get_preset, parse_layers
+from .errors import AttnPromptError
+
+EXAMPLES = """\
+examples:
+  # one image, the paper's CLIP (downloaded once from the Hugging Face hub)
+  attnprompt annotate photo.jpg --query "What is the man holding?" -o prompted.png
+
+  # the official settings exactly, a local model folder, and the raw maps
+  attnprompt annotate photo.jpg -q "What is the man holding?" -o out.png \\
+      --model ./clip-vit-large-patch14-336 --preset official --save-maps
+
+  # a dataset: rows {"id": ..., "image": ..., "question": ...} in JSONL or CSV
+  attnprompt annotate --manifest questions.jsonl --out-dir prompted/ --batch-size 16
+
+  # open_clip: architecture + pretrained tag or weights file, or a custom config
+  attnprompt annotate photo.jpg -q "..." -o out.png --backend open_clip \\
+      --model ViT-B-16 --pretrained laion2b_s34b_b88k
+  attnprompt annotate photo.jpg -q "..." -o out.png --model-config my_vit.json \\
+      --pretrained my_vit.safetensors
+
+  # the paper's multi-layer variant: sum psi_cls over the last four blocks
+  attnprompt annotate photo.jpg -q "..." -o out.png --layer -4..-1
+
+exit status: 0 all done, 1 some manifest rows failed (see the output manifest), 2 bad input.
+"""
+
+
+def _layer_arg(text: str) -> str:
+    parse_layers([text])  # fail early with a clear message
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnprompt",
+        description="Attention Prompting on Image: query-guided attention masks from CLIP for VLMs.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ann = sub.add_parser(
+        "annotate", help="annotate images with attention masks", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Annotate one image (IMAGE --query TEXT -o OUT) or a manifest (--manifest FILE --out-dir DIR).",
+    )
+    ann.add_argument("image", nargs="?", help="input image (single mode)")
+    ann.add_argument("-q", "--query", help="the question or instruction about the image (single mode)")
+    ann.add_argument("-o", "--output", help="output image path (single mode; default IMAGE_api.png)")
+    ann.add_argument("--manifest", help="JSONL or CSV with columns id, image, question (batch mode)")
+    ann.add_argument("--out-dir", help="output folder (batch mode)")
+
+    model = ann.add_argument_group("model")
+    model.add_argument("--model", default=None,
+                       help="hub id, local folder or open_clip architecture (default: openai/clip-vit-large-patch14-336)")
+    model.add_argument("--backend", choices=("auto", "hf", "open_clip"), default="auto",
+                       help="transformers or open_clip (default: auto)")
+    model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
+    model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
+    model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    model.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
+    model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    model.add_argument("--workers", type=int, default=4, help="image decoding threads in batch mode (default: 4)")
+
+    mask = ann.add_argument_group("mask (each overrides the preset)")
+    mask.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                      help="named settings (default: default; 'official' reproduces the official code)")
+    mask.add_argument("--layer", action="append", type=_layer_arg, metavar="L",
+                      help="block(s) for psi_cls: 22, -2, a range 20..23 / -4..-1; repeatable")
+    mask.add_argument("--comp-layer", type=int, help="block after which the residual gives psi_comp")
+    mask.add_argument("--no-comp", action="store_true", help="drop the complementary map psi_comp")
+    mask.add_argument("--enhance", type=float, help="sharpening coefficient (official: 5)")
+    mask.add_argument("--kernel", type=int, help="odd mean-filter size in token space (official: 3)")
+    mask.add_argument("--interpolation", type=str.lower, choices=INTERPOLATIONS, help="map resize filter")
+    mask.add_argument("--gray", type=int, help="background level 0-255 that masked regions fade to")
+    mask.add_argument("--geometry", type=str.lower, choices=GEOMETRIES,
+                      help="stretch (official) or aligned (letterbox; exact on non-square images)")
+
+    output = ann.add_argument_group("output")
+    output.add_argument("--format", choices=("rgb", "rgba", "heatmap"), default="rgb",
+                        help="annotated image, mask as alpha, or heatmap (default: rgb)")
+    output.add_argument("--save-maps", action="store_true", help="also write psi_cls, psi_comp and the mask (.npz)")
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("presets", help="list the presets and their settings")
+    return parser
+
+
+def _mask_overrides(args: argparse.Namespace) -> dict:
+    overrides = {
+        "enhance": args.enhance, "kernel": args.kernel, "interpolation": args.interpolation,
+        "gray": args.gray, "geometry": args.geometry,
+    }
+    if args.layer:
+        overrides["layers"] = parse_layers(args.layer)
+    if args.no_comp:
+        overrides["comp_layer"] = None
+    elif args.comp_layer is not None:
+        overrides["comp_layer"] = args.comp_layer
+    return {k: v for k, v in overrides.items() if v is not None or k == "comp_layer"}
+
+
+def _annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .auxiliary.base import DEFAULT_MODEL
+    from .io import atomic_save_image, safe_stem
+    from .jobs import run_manifest, save_maps
+    from .prompter import Prompter
+
+    single = args.image is not None
+    if single == bool(args.manifest):
+        raise AttnPromptError("give either IMAGE --query TEXT, or --manifest FILE --out-dir DIR")
+    if single and args.query is None:
+        raise AttnPromptError("--query is required with an IMAGE")
+    if args.manifest and not args.out_dir:
+        raise AttnPromptError("--out-dir is required with --manifest")
+    if args.batch_size < 1:
+        raise AttnPromptError("--batch-size must be at least 1")
+    config = get_preset(args.preset, **_mask_overrides(args))
+    prompter = Prompter(
+        args.model or DEFAULT_MODEL, preset=config, backend=args.backend, pretrained=args.pretrained,
+        model_config=args.model_config, device=args.device, dtype=args.dtype,
+    )
+    if single:
+        output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_api.png")
+        [result] = prompter.annotate([args.image], [args.query])
+        atomic_save_image(result.render(args.format), output)
+        print(output)
+        if args.save_maps:
+            maps_path = output.with_suffix(".npz")
+            save_maps(maps_path, result)
+            print(maps_path)
+        return 0
+    summary = run_manifest(
+        prompter, args.manifest, args.out_dir, format=args.format, save_map_files=args.save_maps,
+        batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+    )
+    print(f"{summary.done} done, {summary.skipped} already done, {summary.failed} failed "
+          f"of {summary.total}; manifest: {summary.manifest}")
+    for line in summary.errors[:10]:
+        print(f"  failed: {line}", file=sys.stderr)
+    if len(summary.errors) > 10:
+        print(f"  ... and {len(summary.errors) - 10} more (see the manifest)", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _presets() -> int:
+    for name, cfg in PRESETS.items():
+        settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
+        print(f"{name:12s} {settings}")
+    return 0
+
+
+def _one_line_warnings(message, category, filename, lineno, line=None) -> str:  # type: ignore[no-untyped-def]
+    return f"warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.debug:
+        warnings.formatwarning = _one_line_warnings
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        if args.command == "annotate":
+            return _annotate(args, parser)
+        if args.command == "presets":
+            return _presets()
+        parser.print_help()
+        return 2
+    except AttnPromptError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished rows are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

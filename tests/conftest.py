@@ -1,0 +1,59 @@
+"""Shared test fixtures: the official golden data (read from ../shared) and tiny local models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(os.environ.get("ATTNPROMPT_GOLDEN", REPO.parent / "shared" / "fixtures" / "api_clip_golden"))
+
+
+def _require_golden() -> Path:
+    if not (GOLDEN / "manifest.json").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"golden fixtures missing at {GOLDEN} (CI must have ../shared)")
+        pytest.skip(f"golden fixtures not found at {GOLDEN}")
+    return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    return _require_golden()
+
+
+@pytest.fixture(scope="session")
+def golden_manifest(golden: Path) -> dict:
+    return json.loads((golden / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIP saved like a hub checkpoint (4 blocks, 32 px, 8 px patches)."""
+    from attnprompt.testing import make_tiny_clip_dir
+
+    return make_tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"), layers=4, image_size=32, patch_size=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_prompter(tiny_clip_dir: Path):
+    from attnprompt import Prompter
+
+    return Prompter(str(tiny_clip_dir), device="cpu")
+
+
+def open_clip_available() -> bool:
+    try:
+        import open_clip  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+requires_open_clip = pytest.mark.skipif(
+    not open_clip_available() and not os.environ.get("CI"),
+    reason="open_clip_torch/torchvision not installed (pip install 'attnprompt[open_clip]')",
+)
