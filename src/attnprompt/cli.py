@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -35,11 +36,6 @@ examples:
 
 exit status: 0 all done, 1 some manifest rows failed (see the output manifest), 2 bad input.
 """
-
-
-def _layer_arg(text: str) -> str:
-    parse_layers([text])  # fail early with a clear message
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     mask = ann.add_argument_group("mask (each overrides the preset)")
     mask.add_argument("--preset", default=None, choices=sorted(PRESETS),
                       help="named settings (default: default; 'official' reproduces the official code)")
-    mask.add_argument("--layer", action="append", type=_layer_arg, metavar="L",
+    mask.add_argument("--layer", action="append", metavar="L",
                       help="block(s) for psi_cls: 22, -2, a range 20..23 / -4..-1; repeatable")
     mask.add_argument("--comp-layer", type=int, help="block after which the residual gives psi_comp")
     mask.add_argument("--no-comp", action="store_true", help="drop the complementary map psi_comp")
@@ -115,7 +111,7 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
 
 def _annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .auxiliary.base import DEFAULT_MODEL
-    from .io import atomic_save_image, safe_stem
+    from .io import atomic_save_image, read_manifest, safe_stem
     from .jobs import run_manifest, save_maps
     from .prompter import Prompter
 
@@ -129,6 +125,9 @@ def _annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.batch_size < 1:
         raise AttnPromptError("--batch-size must be at least 1")
     config = get_preset(args.preset, **_mask_overrides(args))
+    rows = read_manifest(args.manifest) if args.manifest else None  # fail fast, before loading a model
+    if args.quiet:
+        _quiet_loading()
     prompter = Prompter(
         args.model or DEFAULT_MODEL, preset=config, backend=args.backend, pretrained=args.pretrained,
         model_config=args.model_config, device=args.device, dtype=args.dtype,
@@ -144,7 +143,7 @@ def _annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(maps_path)
         return 0
     summary = run_manifest(
-        prompter, args.manifest, args.out_dir, format=args.format, save_map_files=args.save_maps,
+        prompter, rows, args.out_dir, format=args.format, save_map_files=args.save_maps,
         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
     )
     print(f"{summary.done} done, {summary.skipped} already done, {summary.failed} failed "
@@ -154,6 +153,15 @@ def _annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if len(summary.errors) > 10:
         print(f"  ... and {len(summary.errors) - 10} more (see the manifest)", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _quiet_loading() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def _presets() -> int:
@@ -167,9 +175,26 @@ def _one_line_warnings(message, category, filename, lineno, line=None) -> str:  
     return f"warning: {message}\n"
 
 
+_LAYER_VALUE = re.compile(r"^-\d+(\.\.-?\d+)?(,-?\d+(\.\.-?\d+)?)*$")
+
+
+def _glue_negative_values(argv: list[str]) -> list[str]:
+    """``--layer -4..-1`` -> ``--layer=-4..-1``: argparse takes only plain negative numbers as values."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("--layer", "--comp-layer") and i + 1 < len(argv) and _LAYER_VALUE.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_negative_values(list(sys.argv[1:] if argv is None else argv)))
     if not args.debug:
         warnings.formatwarning = _one_line_warnings
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

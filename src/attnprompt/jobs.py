@@ -88,7 +88,7 @@ def _prefetch(rows: Sequence[ManifestRow], batch_size: int, workers: int) -> Ite
 
 def run_manifest(
     prompter: Prompter,
-    manifest: str | os.PathLike[str],
+    manifest: str | os.PathLike[str] | Sequence[ManifestRow],
     out_dir: str | os.PathLike[str],
     *,
     format: str = "rgb",
@@ -108,7 +108,7 @@ def run_manifest(
         raise AttnPromptError(f"unknown output format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     if batch_size < 1:
         raise AttnPromptError("batch size must be at least 1")
-    rows = read_manifest(manifest)
+    rows = list(manifest) if isinstance(manifest, (list, tuple)) else read_manifest(manifest)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if save_map_files:
@@ -154,12 +154,15 @@ def run_manifest(
                 else:
                     stem = safe_stem(row.id)
                     name = f"{stem}.png"
-                    atomic_save_image(result.render(format), out / name)
-                    maps_name = None
-                    if save_map_files:
-                        maps_name = f"maps/{stem}.npz"
-                        save_maps(out / maps_name, result)
-                    record(row, "ok", output=name, maps=maps_name)
+                    maps_name = f"maps/{stem}.npz" if save_map_files else None
+                    try:
+                        atomic_save_image(result.render(format), out / name)
+                        if maps_name:
+                            save_maps(out / maps_name, result)
+                    except OSError as exc:  # e.g. a full disk: this row fails, the next may fit
+                        record(row, "error", error=f"cannot write output: {_message(exc)}")
+                    else:
+                        record(row, "ok", output=name, maps=maps_name)
                 bar.update(1)
     finally:
         bar.close()
