@@ -186,3 +186,49 @@ def test_image_and_manifest_are_exclusive(capsys, tmp_path, good_image):
     assert_one_line_error(code, err, "either")
     code, _, err = run(capsys, "annotate", str(good_image))
     assert_one_line_error(code, err, "--query")
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGBA", "CMYK", "I;16"])
+def test_every_image_mode_is_annotated(capsys, tmp_path, tiny_clip_dir, mode):
+    rng = np.random.default_rng(1)
+    rgb = Image.fromarray(rng.integers(0, 256, (30, 44, 3), dtype=np.uint8))
+    if mode == "I;16":
+        img = Image.fromarray((np.asarray(rgb.convert("L")).astype(np.uint16) * 257))
+        assert img.mode.startswith("I;16")
+    else:
+        img = rgb.convert(mode)
+    src = tmp_path / ("in.tif" if mode == "CMYK" else "in.png")
+    img.save(src)
+    out = tmp_path / "out.png"
+    code, _, err = run(capsys, "annotate", str(src), "-q", "what is it?", "-o", str(out), "--model",
+                       str(tiny_clip_dir), "--device", "cpu")
+    assert code == 0, err
+    result = Image.open(out)
+    assert result.mode == "RGB" and result.size == (44, 30)
+
+
+def test_exif_rotation_is_honoured_end_to_end(capsys, tmp_path, tiny_clip_dir):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated by 90 degrees
+    src = tmp_path / "rotated.jpg"
+    Image.new("RGB", (60, 20), (200, 10, 10)).save(src, exif=exif)
+    out = tmp_path / "out.png"
+    code, _, _ = run(capsys, "annotate", str(src), "-q", "what?", "-o", str(out), "--model", str(tiny_clip_dir),
+                     "--device", "cpu")
+    assert code == 0 and Image.open(out).size == (20, 60)
+
+
+def test_decompression_bomb_is_refused(capsys, tmp_path, tiny_clip_dir):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    code, _, err = run(capsys, "annotate", str(bomb), "-q", "what?", "-o", str(tmp_path / "o.png"),
+                       "--model", str(tiny_clip_dir), "--device", "cpu")
+    assert_one_line_error(code, err, "bomb.png")
+

@@ -344,8 +344,9 @@ def test_non_square_array_keeps_orientation() -> None:
 
 
 def test_float_arrays_in_unit_range_are_scaled() -> None:
-    array = np.array([[0.0, 0.2, 1.0]], dtype=np.float32)
-    assert pixels(load_image(array)) == [(0, 0, 0), (51, 51, 51), (255, 255, 255)]
+    array = np.array([[0.0, 0.2, 0.999, 1.0]], dtype=np.float32)
+    # rounded, not truncated: 0.999 * 255 = 254.7 -> 255
+    assert pixels(load_image(array)) == [(0, 0, 0), (51, 51, 51), (255, 255, 255), (255, 255, 255)]
     rgb = np.array([[[1.0, 0.0, 0.2]]], dtype=np.float64)
     assert pixels(load_image(rgb)) == [(255, 0, 51)]
 
@@ -530,8 +531,14 @@ def assert_portable(stem: str, max_len: int = 80) -> None:
 
 
 def test_safe_stem_keeps_safe_ids() -> None:
-    for item_id in ["a_b", "img-001.v2", "X" * 80]:
+    for item_id in ["a_b", "img-001.v2", "x" * 80]:
         assert safe_stem(item_id) == item_id
+
+
+def test_safe_stem_ids_differing_in_case_do_not_collide_on_case_insensitive_disks() -> None:
+    stems = [safe_stem(i) for i in ["a", "A", "Img1", "img1", "IMG1"]]
+    assert len({s.lower() for s in stems}) == len(stems)
+    assert stems[0] == "a" and stems[3] == "img1"
 
 
 def test_safe_stem_path_traversal(tmp_path: Path) -> None:
@@ -561,8 +568,8 @@ def test_safe_stem_empty_and_reserved() -> None:
         assert_portable(stem)
         stems[item_id] = stem
     assert len(set(stems.values())) == len(stems)
-    assert safe_stem("CONSOLE") == "CONSOLE"  # only exact device names are reserved
-    assert safe_stem("COM10") == "COM10"
+    assert safe_stem("console") == "console"  # only exact device names are reserved
+    assert safe_stem("com10") == "com10"
 
 
 def test_safe_stem_unicode() -> None:

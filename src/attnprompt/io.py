@@ -524,8 +524,8 @@ def safe_stem(item_id: str, max_len: int = 80) -> str:
     ``sha1(item_id)`` is appended, so ``"a/b"``, ``"a_b"`` and ``"a b"`` stay distinct. The
     result is at most ``max_len`` characters and deterministic.
 
-    Note that ids differing only in letter case (``"A"``/``"a"``) keep distinct stems that
-    collide on case-insensitive file systems (macOS, Windows defaults).
+    Ids with upper-case letters also get the suffix, so ids differing only in case
+    (``"A"``/``"a"``) cannot collide on case-insensitive file systems (macOS, Windows).
     """
     if not isinstance(item_id, str):
         raise TypeError(f"item_id must be a str, got {type(item_id).__name__}")
@@ -534,7 +534,7 @@ def safe_stem(item_id: str, max_len: int = 80) -> str:
     cleaned = _UNSAFE_CHARS.sub("_", item_id).strip(".") or "_"
     if cleaned.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
         cleaned = "_" + cleaned
-    if cleaned == item_id and len(cleaned) <= max_len and not _HASH_TAIL.search(item_id):
+    if cleaned == item_id.lower() and len(cleaned) <= max_len and not _HASH_TAIL.search(item_id):
         return cleaned
     digest = hashlib.sha1(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LEN]
     return f"{cleaned[: max_len - _HASH_LEN - 1]}-{digest}"

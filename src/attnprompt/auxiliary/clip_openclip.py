@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -213,8 +214,11 @@ def load_open_clip(
             name, pretrained=pretrained, device=device, weights_only=True,
         )
         tokenizer = open_clip.get_tokenizer(name)
-    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+    except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise AttnPromptError(f"cannot load open_clip model {name!r} (pretrained={pretrained!r}): {text}") from None
+        hint = "" if pretrained and Path(pretrained).is_file() else (
+            "; without hub access, pass a local weights file: --pretrained FILE.safetensors"
+        )
+        raise AttnPromptError(f"cannot load open_clip model {name!r} (pretrained={pretrained!r}): {text}{hint}") from None
     net = net.to(device=device, dtype=dtype).eval()
     return OpenClip(name, net, preprocess, tokenizer, device, dtype)
