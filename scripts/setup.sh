@@ -16,6 +16,9 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 pip=(.venv/bin/python -m pip install --disable-pip-version-check)
+# An old pip does not normalise extra names (open_clip vs open-clip, PEP 685) and would skip the
+# open_clip extra without an error.
+"${pip[@]}" --quiet "pip>=24.1"
 
 # torch + torchvision as a pair that imports together (open_clip needs torchvision). On this
 # project's Linux machines these releases sit on local disk; elsewhere pip fetches them.
