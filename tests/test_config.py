@@ -40,7 +40,7 @@ def test_bad_values_raise_clear_errors(kwargs, match):
 
 
 def test_unknown_preset_and_option():
-    with pytest.raises(AttnPromptError, match="unknown preset"):
+    with pytest.raises(AttnPromptError, match="unknown clip preset"):
         get_preset("fastest")
     with pytest.raises(AttnPromptError, match="unknown mask option"):
         get_preset("official", enhanse=3)

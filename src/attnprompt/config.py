@@ -1,8 +1,9 @@
 """Mask settings and named presets, as data.
 
-A :class:`MaskConfig` holds every knob of the CLIP path; a preset is a named ``MaskConfig``.
-Layer indices are 0-based vision blocks as the official ``layer_index``; negative indices count
-from the end (``-1`` = last block), so a preset means the same relative depth on any tower.
+A :class:`MaskConfig` holds every knob of the pipeline; a preset is a named ``MaskConfig``, one
+table per auxiliary kind (``clip``: :data:`PRESETS`, ``lvlm``: :data:`LVLM_PRESETS`).
+Layer indices are 0-based blocks as the official ``layer_index``; negative indices count from
+the end (``-1`` = last block), so a preset means the same relative depth on any tower.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from .errors import AttnPromptError
 __all__ = [
     "MaskConfig",
     "PRESETS",
+    "LVLM_PRESETS",
+    "presets_for",
     "DEFAULT_PRESET",
     "INTERPOLATIONS",
     "GEOMETRIES",
@@ -26,6 +29,8 @@ __all__ = [
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 GEOMETRIES = ("stretch", "aligned")
+REDUCTIONS = ("official", "paper")
+KINDS = ("clip", "lvlm")
 
 
 @dataclass(frozen=True)
@@ -43,25 +48,46 @@ class MaskConfig:
         interpolation: resize filter from the token grid to pixels.
         gray: background level (0-255) that masked regions fade to.
         geometry: ``"stretch"`` spreads the map over the whole image (official; misaligned on
-            non-square images); ``"aligned"`` letterboxes the image to a square before the
-            auxiliary model and maps the grid back onto exactly the region it saw.
+            non-square images); ``"aligned"`` maps the grid back onto exactly the region the
+            auxiliary model saw (letterboxing the image first where its processor would crop).
+        reduction: LVLM only. ``"official"``: pre-softmax scores of the last query over the
+            image span, softmax over that span, mean over heads; ``"paper"``: post-softmax
+            attention weights over all keys, restricted to the image span, mean over heads.
+        max_new_tokens: LVLM only: length of the auxiliary model's greedy answer.
+        highlight: LVLM only: build the map from the answer tokens that spell this text.
+
+    For the LVLM kind ``layers`` are decoder layers, ``None`` meaning the family default
+    (layer 20 for 32- and 40-layer decoders as the official code, else the same relative depth).
     """
 
-    layers: tuple[int, ...] = (-2,)
+    layers: tuple[int, ...] | None = (-2,)
     comp_layer: int | None = -2
     enhance: float = 5.0
     kernel: int = 3
     interpolation: str = "lanczos"
     gray: int = 0
     geometry: str = "aligned"
+    reduction: str = "official"
+    max_new_tokens: int = 20
+    highlight: str | None = None
 
     def __post_init__(self) -> None:
-        layers = tuple(int(x) for x in (self.layers if isinstance(self.layers, Iterable) else (self.layers,)))
-        if not layers:
-            raise AttnPromptError("at least one layer is needed for psi_cls")
-        if len(set(layers)) != len(layers):
-            raise AttnPromptError(f"repeated layer in {list(layers)}")
-        object.__setattr__(self, "layers", layers)
+        if self.layers is not None:
+            layers = tuple(int(x) for x in (self.layers if isinstance(self.layers, Iterable) else (self.layers,)))
+            if not layers:
+                raise AttnPromptError("at least one layer is needed")
+            if len(set(layers)) != len(layers):
+                raise AttnPromptError(f"repeated layer in {list(layers)}")
+            object.__setattr__(self, "layers", layers)
+        reduction = str(self.reduction).lower()
+        if reduction not in REDUCTIONS:
+            raise AttnPromptError(f"unknown reduction {self.reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+        object.__setattr__(self, "reduction", reduction)
+        if isinstance(self.max_new_tokens, bool) or int(self.max_new_tokens) != self.max_new_tokens or self.max_new_tokens < 1:
+            raise AttnPromptError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens}")
+        object.__setattr__(self, "max_new_tokens", int(self.max_new_tokens))
+        if self.highlight is not None and not str(self.highlight).strip():
+            raise AttnPromptError("highlight text is empty")
         if self.comp_layer is not None:
             object.__setattr__(self, "comp_layer", int(self.comp_layer))
         if isinstance(self.kernel, bool) or int(self.kernel) != self.kernel or self.kernel < 1 or self.kernel % 2 == 0:
@@ -87,12 +113,13 @@ class MaskConfig:
         object.__setattr__(self, "enhance", enhance)
 
     def replace(self, **changes: Any) -> "MaskConfig":
-        """A copy with some fields changed (``None`` values are ignored, except ``comp_layer``)."""
+        """A copy with some fields changed (``None`` values are ignored, except for ``comp_layer``,
+        ``highlight`` and ``layers``, where ``None`` is a meaningful value)."""
         known = {f.name for f in dataclasses.fields(self)}
         unknown = set(changes) - known
         if unknown:
             raise AttnPromptError(f"unknown mask option(s): {', '.join(sorted(unknown))}")
-        kept = {k: v for k, v in changes.items() if v is not None or k == "comp_layer"}
+        kept = {k: v for k, v in changes.items() if v is not None or k in ("comp_layer", "highlight", "layers")}
         return dataclasses.replace(self, **kept)
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,25 +141,48 @@ PRESETS: Mapping[str, MaskConfig] = {
 }
 DEFAULT_PRESET = "default"
 
+LVLM_PRESETS: Mapping[str, MaskConfig] = {
+    # The official API_LLaVA script: decoder layer 20, attention of the last query position at
+    # every forward call, enhance 5, kernel 3, LANCZOS, map stretched over the whole image. Its
+    # --grayscale argument is never passed to its blend, whose default background is 200; this
+    # preset follows what the code does.
+    "official": MaskConfig(layers=None, comp_layer=None, enhance=5.0, kernel=3, interpolation="lanczos",
+                           gray=200, geometry="stretch", reduction="official", max_new_tokens=20),
+    # The project default: the same, with the grid mapped back through the processor's transform.
+    "default": MaskConfig(layers=None, comp_layer=None, enhance=5.0, kernel=3, interpolation="lanczos",
+                          gray=200, geometry="aligned", reduction="official", max_new_tokens=20),
+    # The paper's definition: post-softmax attention weights, averaged over heads and tokens.
+    "paper": MaskConfig(layers=None, comp_layer=None, enhance=5.0, kernel=3, interpolation="lanczos",
+                        gray=200, geometry="aligned", reduction="paper", max_new_tokens=20),
+}
 
-def get_preset(name: str | MaskConfig | None = None, **overrides: Any) -> MaskConfig:
-    """The named preset (``None`` = the default) with ``overrides`` applied."""
+
+def presets_for(kind: str) -> Mapping[str, MaskConfig]:
+    """The preset table of an auxiliary kind (``clip`` or ``lvlm``)."""
+    if kind not in KINDS:
+        raise AttnPromptError(f"unknown auxiliary kind {kind!r}; choose one of {', '.join(KINDS)}")
+    return PRESETS if kind == "clip" else LVLM_PRESETS
+
+
+def get_preset(name: str | MaskConfig | None = None, *, kind: str = "clip", **overrides: Any) -> MaskConfig:
+    """The named preset of ``kind`` (``None`` = the default) with ``overrides`` applied."""
     if isinstance(name, MaskConfig):
         base = name
     else:
+        table = presets_for(kind)
         key = DEFAULT_PRESET if name is None else str(name).lower()
-        if key not in PRESETS:
-            raise AttnPromptError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        base = PRESETS[key]
+        if key not in table:
+            raise AttnPromptError(f"unknown {kind} preset {name!r}; choose one of {', '.join(table)}")
+        base = table[key]
     return base.replace(**overrides) if overrides else base
 
 
-def resolve_layer(index: int, num_layers: int, what: str = "layer") -> int:
+def resolve_layer(index: int, num_layers: int, what: str = "layer", tower: str = "the vision tower") -> int:
     """Map a possibly negative block index to ``0..num_layers-1`` or fail with a clear message."""
     resolved = index + num_layers if index < 0 else index
     if not 0 <= resolved < num_layers:
         raise AttnPromptError(
-            f"{what} {index} is out of range: the vision tower has {num_layers} blocks "
+            f"{what} {index} is out of range: {tower} has {num_layers} blocks "
             f"(valid: 0..{num_layers - 1} or -{num_layers}..-1)"
         )
     return resolved

@@ -1,7 +1,8 @@
-"""The pipeline: images + queries -> token maps -> mask -> annotated images.
+"""The pipeline: images + queries -> view -> token maps -> mask -> annotated images.
 
-:class:`Prompter` loads an auxiliary CLIP once and annotates any number of batches;
-:func:`annotate` is the one-call form (in the spirit of ``apiprompting.clip_api``).
+:class:`Prompter` loads an auxiliary model once (a CLIP or a vision-language model) and annotates
+any number of batches; :func:`annotate` is the one-call form (in the spirit of
+``apiprompting.clip_api``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import maps as mapmath
-from .auxiliary.base import DEFAULT_MODEL, ClipAuxiliary, load_auxiliary
+from .auxiliary.base import DEFAULT_MODEL, Attribution, Auxiliary, ClipAuxiliary, load_auxiliary
 from .auxiliary.clip_common import TokenMaps
 from .config import MaskConfig, get_preset
 from .errors import AttnPromptError
-from .geometry import View, make_view, place_mask
+from .geometry import View, place_mask
 from .io import load_image
 from .overlay import blend, heatmap, mask_to_u8, to_rgba
 
@@ -38,21 +38,25 @@ class Annotation:
         image: the annotated RGB image (the attention prompt for the target model).
         original: the input as RGB (EXIF orientation applied).
         query: the text query.
-        mask: ``[P, P]`` float32 final mask in [0, 1] (token space).
-        psi_cls: ``[P, P]`` float32 raw CLS-attention attribution.
-        psi_comp: ``[P, P]`` float32 raw output-token similarity (before inversion), or ``None``.
+        mask: ``[h, w]`` float32 final mask in [0, 1] (token space; ``h = w = P`` for CLIP).
         pixel_mask: ``[H, W]`` uint8 mask at the image's size (the alpha of the blend).
         config: the settings that produced it.
+        psi_cls: CLIP: ``[P, P]`` float32 raw CLS-attention attribution, else ``None``.
+        psi_comp: CLIP: ``[P, P]`` raw output-token similarity (before inversion), or ``None``.
+        attention: LVLM: ``[h, w]`` float32 raw attention of the answer to the image tokens.
+        answer: LVLM: the auxiliary model's own answer to the query.
     """
 
     image: Image.Image
     original: Image.Image
     query: str
     mask: np.ndarray
-    psi_cls: np.ndarray
-    psi_comp: np.ndarray | None
     pixel_mask: np.ndarray
     config: MaskConfig
+    psi_cls: np.ndarray | None = None
+    psi_comp: np.ndarray | None = None
+    attention: np.ndarray | None = None
+    answer: str | None = None
 
     def rgba(self) -> Image.Image:
         """The original pixels with the mask as alpha channel."""
@@ -73,15 +77,17 @@ class Annotation:
         raise AttnPromptError(f"unknown output format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The raw maps and masks as arrays (``psi_comp`` omitted when disabled)."""
-        out = {"psi_cls": self.psi_cls, "mask": self.mask, "pixel_mask": self.pixel_mask}
-        if self.psi_comp is not None:
-            out["psi_comp"] = self.psi_comp
+        """The raw maps and masks as arrays (maps the auxiliary did not make are omitted)."""
+        out = {"mask": self.mask, "pixel_mask": self.pixel_mask}
+        for name in ("psi_cls", "psi_comp", "attention"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
         return out
 
 
 class Prompter:
-    """Attention prompting with a CLIP auxiliary model, loaded once.
+    """Attention prompting with an auxiliary model, loaded once.
 
     Example:
         >>> prompter = Prompter("openai/clip-vit-large-patch14-336", preset="official")  # doctest: +SKIP
@@ -89,15 +95,16 @@ class Prompter:
         >>> result.image.save("prompted.png")  # doctest: +SKIP
 
     Args:
-        model: hub id, local folder, or open_clip architecture name (or ``hf-hub:`` id).
-        preset: a preset name (``"default"``, ``"official"``, ``"paper-llava"``) or a
-            :class:`MaskConfig`.
-        backend: ``"auto"``, ``"hf"`` (transformers) or ``"open_clip"``.
+        model: hub id or local folder (a CLIP, or LLaVA / LLaVA-NeXT / Qwen2-VL), or an open_clip
+            architecture name (or ``hf-hub:`` id).
+        kind: ``"auto"`` (from the model's config), ``"clip"`` or ``"lvlm"``.
+        preset: a preset name of that kind (``"default"``, ``"official"``...) or a :class:`MaskConfig`.
+        backend: CLIP only: ``"auto"``, ``"hf"`` (transformers) or ``"open_clip"``.
         pretrained: open_clip pretrained tag or local weights file.
         model_config: open_clip model-config JSON for architectures open_clip does not list.
         device: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ``"mps"``...
         dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"``.
-        auxiliary: an already loaded :class:`ClipAuxiliary` (skips loading).
+        auxiliary: an already loaded :class:`Auxiliary` (skips loading).
         **overrides: any :class:`MaskConfig` field (``layers``, ``enhance``, ``gray``...).
     """
 
@@ -105,33 +112,34 @@ class Prompter:
         self,
         model: str = DEFAULT_MODEL,
         *,
+        kind: str = "auto",
         preset: str | MaskConfig | None = None,
         backend: str = "auto",
         pretrained: str | None = None,
         model_config: str | os.PathLike[str] | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-        auxiliary: ClipAuxiliary | None = None,
+        auxiliary: Auxiliary | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = get_preset(preset, **overrides)
+        if not isinstance(preset, MaskConfig):
+            get_preset(preset, kind=kind if kind in ("clip", "lvlm") else "clip")  # unknown names fail before loading
         self.auxiliary = auxiliary or load_auxiliary(
-            model, backend=backend, pretrained=pretrained, model_config=model_config, device=device, dtype=dtype,
+            model, kind=kind, backend=backend, pretrained=pretrained, model_config=model_config,
+            device=device, dtype=dtype,
         )
-        self._check_layers(self.config)
+        self.config = get_preset(preset, kind=self.auxiliary.kind, **overrides)
+        self.auxiliary.check_config(self.config)
 
-    def _check_layers(self, config: MaskConfig) -> None:
-        from .config import resolve_layer
-
-        for layer in config.layers:
-            resolve_layer(layer, self.auxiliary.num_layers, "layer")
-        if config.comp_layer is not None:
-            resolve_layer(config.comp_layer, self.auxiliary.num_layers, "comp layer")
+    @property
+    def kind(self) -> str:
+        return self.auxiliary.kind
 
     def _config(self, overrides: dict[str, Any]) -> MaskConfig:
-        config = self.config.replace(**overrides) if overrides else self.config
-        if overrides:
-            self._check_layers(config)
+        if not overrides:
+            return self.config
+        config = self.config.replace(**overrides)
+        self.auxiliary.check_config(config)
         return config
 
     def __call__(self, images: Sequence[ImageInput], queries: Sequence[str], **overrides: Any) -> list[Annotation]:
@@ -156,11 +164,11 @@ class Prompter:
         queries = list(queries)
         if len(queries) != len(images):
             raise AttnPromptError(f"{len(images)} image(s) but {len(queries)} queries: give one query per image")
+        if batch_size is not None and batch_size < 1:
+            raise AttnPromptError("batch size must be at least 1")
         config = self._config(overrides)
         loaded = [load_image(im) for im in images]
         step = batch_size or max(1, len(loaded))
-        if step < 1:
-            raise AttnPromptError("batch size must be at least 1")
         out: list[Annotation] = []
         for start in range(0, len(loaded), step):
             out.extend(self._annotate_batch(loaded[start:start + step], queries[start:start + step], config))
@@ -172,44 +180,39 @@ class Prompter:
         return self._annotate_batch(list(images), list(queries), config or self.config)
 
     def _annotate_batch(self, images: list[Image.Image], queries: list[str], config: MaskConfig) -> list[Annotation]:
-        views = [make_view(im, config.geometry, self.auxiliary.pad_color) for im in images]
-        token_maps = self.auxiliary.token_maps([v.image for v in views], queries, config.layers, config.comp_layer)
-        return self._finish(images, queries, views, token_maps, config)
+        views = [self.auxiliary.view(im, config.geometry) for im in images]
+        attributions = self.auxiliary.attribute([v.image for v in views], queries, config)
+        return [self._finish(im, q, v, a, config) for im, q, v, a in zip(images, queries, views, attributions)]
 
     def token_maps_from_tensors(self, pixel_values: torch.Tensor, tokens: Any, **overrides: Any) -> tuple[TokenMaps, torch.Tensor]:
-        """Maps and final masks from preprocessed pixels and token ids, bypassing preprocessing.
+        """CLIP only: maps and final masks from preprocessed pixels and token ids (no preprocessing).
 
         Returns ``(token_maps, mask)`` with ``mask`` ``[B, P, P]`` float32.
         """
+        aux = self.auxiliary
+        if not isinstance(aux, ClipAuxiliary):
+            raise AttnPromptError("token_maps_from_tensors is for CLIP auxiliary models")
         config = self._config(overrides)
-        tm = self.auxiliary.token_maps_from_tensors(pixel_values, tokens, config.layers, config.comp_layer)
-        return tm, self.merge(tm, config)
+        tm = aux.token_maps_from_tensors(pixel_values, tokens, aux.clip_layers(config), config.comp_layer)
+        return tm, aux.merge(tm, config)
 
     @staticmethod
-    def merge(token_maps: TokenMaps, config: MaskConfig) -> torch.Tensor:
-        """Token maps -> final ``[B, P, P]`` mask with the config's enhance and kernel."""
-        return mapmath.merge_clip_maps(token_maps.psi_cls, token_maps.psi_comp,
-                                       enhance_coe=config.enhance, kernel=config.kernel)
-
-    def _finish(self, images: list[Image.Image], queries: list[str], views: list[View],
-                token_maps: TokenMaps, config: MaskConfig) -> list[Annotation]:
-        masks = self.merge(token_maps, config).cpu().numpy()  # [B, P, P]
-        psi_cls = token_maps.psi_cls.cpu().numpy()
-        psi_comp = None if token_maps.psi_comp is None else token_maps.psi_comp.cpu().numpy()
-        out = []
-        for i, (image, view) in enumerate(zip(images, views)):
-            pixel_mask = place_mask(mask_to_u8(masks[i]), view, config.interpolation)
-            out.append(Annotation(
-                image=blend(image, pixel_mask, config.gray),
-                original=image,
-                query=queries[i],
-                mask=masks[i],
-                psi_cls=psi_cls[i],
-                psi_comp=None if psi_comp is None else psi_comp[i],
-                pixel_mask=pixel_mask,
-                config=config,
-            ))
-        return out
+    def _finish(image: Image.Image, query: str, view: View, attribution: Attribution, config: MaskConfig) -> Annotation:
+        mask = attribution.mask.float().cpu().numpy()
+        pixel_mask = place_mask(mask_to_u8(mask), view, config.interpolation)
+        maps = {k: v.float().cpu().numpy() for k, v in attribution.maps.items()}
+        return Annotation(
+            image=blend(image, pixel_mask, config.gray),
+            original=image,
+            query=query,
+            mask=mask,
+            pixel_mask=pixel_mask,
+            config=config,
+            psi_cls=maps.get("psi_cls"),
+            psi_comp=maps.get("psi_comp"),
+            attention=maps.get("attention"),
+            answer=attribution.answer,
+        )
 
 
 _CACHE: dict[tuple, Prompter] = {}
@@ -221,6 +224,8 @@ def annotate(
     queries: Sequence[str] | str,
     *,
     model: str = DEFAULT_MODEL,
+    aux: str | None = None,
+    kind: str = "auto",
     preset: str | MaskConfig | None = None,
     backend: str = "auto",
     pretrained: str | None = None,
@@ -233,8 +238,10 @@ def annotate(
 ) -> list[Image.Image]:
     """Annotate images with query-guided attention masks in one call.
 
-    The model is loaded on first use and kept for later calls with the same model options.
-    Returns one PIL image per input (``format``: ``rgb``, ``rgba`` or ``heatmap``).
+    ``model`` (or its alias ``aux``) names the auxiliary model: a CLIP, or a vision-language model
+    such as ``llava-hf/llava-1.5-7b-hf`` (the kind is read from its config). The model is loaded
+    on first use and kept for later calls with the same model options. Returns one PIL image per
+    input (``format``: ``rgb``, ``rgba`` or ``heatmap``); use :class:`Prompter` for maps and answers.
 
     Example:
         >>> from attnprompt import annotate  # doctest: +SKIP
@@ -242,13 +249,15 @@ def annotate(
     """
     if format not in OUTPUT_FORMATS:
         raise AttnPromptError(f"unknown output format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
-    key = (model, backend, pretrained, str(model_config), str(device), str(dtype))
+    if aux is not None:
+        model = aux
+    key = (model, kind, backend, pretrained, str(model_config), str(device), str(dtype))
     with _CACHE_LOCK:
         prompter = _CACHE.get(key)
         if prompter is None:
-            prompter = Prompter(model, backend=backend, pretrained=pretrained, model_config=model_config,
-                                device=device, dtype=dtype)
+            prompter = Prompter(model, kind=kind, backend=backend, pretrained=pretrained,
+                                model_config=model_config, device=device, dtype=dtype)
             _CACHE[key] = prompter
-    config = get_preset(preset, **overrides)
+    config = get_preset(preset, kind=prompter.kind, **overrides)
     results = prompter.annotate(images, queries, batch_size=batch_size, **config.to_dict())
     return [r.render(format) for r in results]

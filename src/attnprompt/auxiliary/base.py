@@ -1,7 +1,9 @@
 """The auxiliary-model protocol, the registry of backends, and device/dtype/hub helpers.
 
-An auxiliary model turns ``(images, queries)`` into token-space maps. A backend is one small file
-that subclasses :class:`ClipAuxiliary` and registers a loader with :func:`register_backend`.
+An auxiliary model turns ``(images, queries)`` into token-space maps and a mask per image
+(:class:`Attribution`). Two kinds exist: ``clip`` (:class:`ClipAuxiliary`, one small file per
+backend) and ``lvlm`` (:mod:`attnprompt.auxiliary.lvlm`, one small file per model family).
+A loader registers itself with :func:`register_backend`.
 """
 
 from __future__ import annotations
@@ -9,16 +11,22 @@ from __future__ import annotations
 import os
 import warnings
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
 
+from .. import maps as mapmath
+from ..config import MaskConfig
 from ..errors import AttnPromptError
+from ..geometry import View, make_view
 from .clip_common import ClipTower, TokenMaps, compute_token_maps
 
 __all__ = [
+    "Attribution",
+    "Auxiliary",
     "ClipAuxiliary",
     "DEFAULT_MODEL",
     "BACKENDS",
@@ -162,19 +170,53 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-class ClipAuxiliary(ABC):
-    """A CLIP model that produces ``psi_cls`` / ``psi_comp`` token maps for (image, query) pairs.
+@dataclass
+class Attribution:
+    """What an auxiliary model says about one (image, query) pair.
 
-    Subclasses load a model and describe its vision tower; the attribution math is shared
-    (:mod:`attnprompt.auxiliary.clip_common`).
+    Attributes:
+        mask: ``[h, w]`` float32 final mask in [0, 1] on the token grid.
+        maps: the raw token-space maps by name (``psi_cls``, ``psi_comp`` or ``attention``).
+        answer: the auxiliary model's own answer (LVLM kind), else ``None``.
     """
 
+    mask: torch.Tensor
+    maps: dict[str, torch.Tensor]
+    answer: str | None = None
+
+
+class Auxiliary(ABC):
+    """An auxiliary model: a view of each image, then maps and a mask per (image, query)."""
+
+    kind: str = ""
     backend: str = ""
 
     def __init__(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
         self.name = name
         self.device = device
         self.dtype = dtype
+
+    @abstractmethod
+    def view(self, image: Image.Image, geometry: str) -> View:
+        """What the model is given for ``image`` and where its token grid lands (see geometry.py)."""
+
+    @abstractmethod
+    def check_config(self, config: MaskConfig) -> None:
+        """Fail early, with a clear message, on settings this model cannot honour (layers...)."""
+
+    @abstractmethod
+    def attribute(self, images: Sequence[Image.Image], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
+        """Maps and masks for images already in their view, one query per image."""
+
+
+class ClipAuxiliary(Auxiliary):
+    """A CLIP model that produces ``psi_cls`` / ``psi_comp`` token maps for (image, query) pairs.
+
+    Subclasses load a model and describe its vision tower; the attribution math is shared
+    (:mod:`attnprompt.auxiliary.clip_common`).
+    """
+
+    kind = "clip"
 
     # -- what a backend provides -------------------------------------------------------------
     @property
@@ -209,6 +251,41 @@ class ClipAuxiliary(ABC):
     def num_layers(self) -> int:
         return self.tower.num_layers
 
+    def view(self, image: Image.Image, geometry: str) -> View:
+        return make_view(image, geometry, self.pad_color)
+
+    @staticmethod
+    def clip_layers(config: MaskConfig) -> tuple[int, ...]:
+        return config.layers if config.layers is not None else (-2,)
+
+    def check_config(self, config: MaskConfig) -> None:
+        from ..config import resolve_layer
+
+        for layer in self.clip_layers(config):
+            resolve_layer(layer, self.num_layers, "layer")
+        if config.comp_layer is not None:
+            resolve_layer(config.comp_layer, self.num_layers, "comp layer")
+
+    def attribute(self, images: Sequence[Image.Image], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
+        tm = self.token_maps(images, queries, self.clip_layers(config), config.comp_layer)
+        return self.attributions(tm, config)
+
+    @staticmethod
+    def merge(token_maps: TokenMaps, config: MaskConfig) -> torch.Tensor:
+        """Token maps -> final ``[B, P, P]`` mask with the config's enhance and kernel."""
+        return mapmath.merge_clip_maps(token_maps.psi_cls, token_maps.psi_comp,
+                                       enhance_coe=config.enhance, kernel=config.kernel)
+
+    def attributions(self, tm: TokenMaps, config: MaskConfig) -> list[Attribution]:
+        masks = self.merge(tm, config).cpu()
+        out = []
+        for i in range(masks.shape[0]):
+            maps = {"psi_cls": tm.psi_cls[i].cpu()}
+            if tm.psi_comp is not None:
+                maps["psi_comp"] = tm.psi_comp[i].cpu()
+            out.append(Attribution(mask=masks[i], maps=maps))
+        return out
+
     def token_maps(
         self,
         images: Sequence[Image.Image],
@@ -241,31 +318,50 @@ class ClipAuxiliary(ABC):
 def load_auxiliary(
     model: str = DEFAULT_MODEL,
     *,
+    kind: str = "auto",
     backend: str = "auto",
     pretrained: str | None = None,
     model_config: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
-) -> ClipAuxiliary:
-    """Load a CLIP auxiliary model through a registered backend.
+) -> Auxiliary:
+    """Load an auxiliary model: a CLIP (``kind="clip"``) or a vision-language model (``"lvlm"``).
 
-    ``backend="auto"`` picks open_clip when ``pretrained`` or ``model_config`` is given, for
-    ``hf-hub:`` ids and for open_clip architecture names (``ViT-B-16``), and transformers
-    otherwise (hub ids such as ``openai/clip-vit-large-patch14-336`` and local folders).
+    ``kind="auto"`` reads the model's config: ``clip`` checkpoints load as CLIP, LLaVA,
+    LLaVA-NeXT and Qwen2(.5)-VL checkpoints as LVLMs. ``backend="auto"`` picks open_clip when
+    ``pretrained`` or ``model_config`` is given, for ``hf-hub:`` ids and for open_clip
+    architecture names (``ViT-B-16``), and transformers otherwise (hub ids, local folders).
     """
     # Backends register on import; importing here keeps optional dependencies optional.
-    from . import clip_hf, clip_openclip  # noqa: F401
+    from . import clip_hf, clip_openclip, lvlm  # noqa: F401
 
-    name = backend
-    if backend == "auto":
-        name = _guess_backend(model, pretrained, model_config)
-    if name not in BACKENDS:
-        raise AttnPromptError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
-    if name == "hf" and (pretrained or model_config):
+    if kind not in ("auto", "clip", "lvlm"):
+        raise AttnPromptError(f"unknown auxiliary kind {kind!r}; choose auto, clip or lvlm")
+    name = _guess_backend(model, pretrained, model_config) if backend == "auto" else backend
+    if name not in ("hf", "open_clip"):
+        raise AttnPromptError(f"unknown backend {backend!r}; choose one of auto, hf, open_clip")
+    options = dict(device=resolve_device(device), dtype=resolve_dtype(dtype))
+    if name == "open_clip":
+        if kind == "lvlm":
+            raise AttnPromptError("open_clip models are CLIPs; the LVLM kind needs a transformers model")
+        return BACKENDS["open_clip"](model, pretrained=pretrained, model_config=model_config, **options)
+    if pretrained or model_config:
         raise AttnPromptError("--pretrained and --model-config are open_clip options; use --backend open_clip")
-    return BACKENDS[name](
-        model, device=resolve_device(device), dtype=resolve_dtype(dtype),
-        pretrained=pretrained, model_config=model_config,
+    from transformers import AutoConfig
+
+    config = load_from_hub_or_dir(AutoConfig.from_pretrained, model, "config")
+    model_type = getattr(config, "model_type", "unknown")
+    if model_type == "clip":
+        if kind == "lvlm":
+            raise AttnPromptError(f"{model!r} is a CLIP model, not a vision-language model; use the clip kind")
+        return BACKENDS["hf"](model, **options)
+    if model_type in lvlm.FAMILIES:
+        if kind == "clip":
+            raise AttnPromptError(f"{model!r} is a {model_type!r} vision-language model, not a CLIP; use the lvlm kind")
+        return BACKENDS["lvlm"](model, config=config, **options)
+    raise AttnPromptError(
+        f"{model!r} is a {model_type!r} model, not a ViT CLIP (transformers CLIPModel) or a supported "
+        f"vision-language model ({', '.join(sorted(lvlm.FAMILIES))})"
     )
 
 

@@ -1,0 +1,237 @@
+"""Vision-language models as auxiliary models: the answer's attention to the image is the map.
+
+The model answers the query greedily; at the chosen decoder layer(s), at every forward call
+(the prefill and each decoding step), the attention of the last query position to the image
+tokens is recorded (:mod:`attnprompt.auxiliary.lvlm_capture`), averaged over the calls that
+produced the answer (or only those that spell a highlighted part of it) and over the layers,
+and laid out on the image-token grid. Family specifics (where the grid's tokens are, how the
+processor transforms the image) live in one small file per family: ``lvlm_llava.py``,
+``lvlm_llava_next.py``, ``lvlm_qwen2_vl.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .. import maps as mapmath
+from ..config import MaskConfig, resolve_layer
+from ..errors import AttnPromptError
+from ..geometry import View, make_view
+from .base import Attribution, Auxiliary, check_queries, load_from_hub_or_dir, register_backend
+from .lvlm_capture import AttentionCapture
+
+__all__ = ["Grid", "Family", "FAMILIES", "register_family", "LvlmAuxiliary", "default_layer", "load_lvlm"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where one sample's map tokens are: ``rows * cols`` consecutive positions from ``start``."""
+
+    start: int
+    rows: int
+    cols: int
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return self.start, self.start + self.rows * self.cols
+
+
+class Family(ABC):
+    """What differs between LVLM families: the image-token layout and the processor's geometry."""
+
+    model_types: tuple[str, ...] = ()
+    model_class: str = ""  # transformers class name
+
+    @abstractmethod
+    def grids(self, aux: "LvlmAuxiliary", inputs: dict[str, torch.Tensor]) -> list[Grid]:
+        """Per sample, the map tokens' positions and grid shape (from the processor's output)."""
+
+    def aligned_view(self, aux: "LvlmAuxiliary", image: Image.Image) -> View:
+        """The view under which the grid maps exactly onto the image (default: the whole image)."""
+        return make_view(image, "stretch")
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    for model_type in family.model_types:
+        FAMILIES[model_type] = family
+    return family
+
+
+def default_layer(num_layers: int) -> int:
+    """Layer 20, the official choice for the 32-layer 7B and the 40-layer 13B LLaVA-1.5; for
+    other depths the 7B's relative depth (20/32 of the decoder)."""
+    if num_layers in (32, 40):
+        return 20
+    return min(num_layers - 1, max(0, round(num_layers * 20 / 32)))
+
+
+def image_token_positions(input_ids: torch.Tensor, token_id: int) -> list[torch.Tensor]:
+    """Per row, the positions of ``token_id`` (an empty tensor when the row has none)."""
+    return [torch.nonzero(row == token_id).flatten() for row in input_ids]
+
+
+def require_image_tokens(positions: list[torch.Tensor], token: str) -> None:
+    for i, pos in enumerate(positions):
+        if pos.numel() == 0:
+            raise AttnPromptError(
+                f"prompt {i} has no image token ({token!r}): the chat template or prompt does not place the image"
+            )
+
+
+class LvlmAuxiliary(Auxiliary):
+    """A Hugging Face vision-language model (LLaVA, LLaVA-NeXT, Qwen2-VL...) as auxiliary model."""
+
+    kind = "lvlm"
+    backend = "hf"
+
+    def __init__(self, name: str, model: Any, processor: Any, family: Family,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(name, device, dtype)
+        self.model = model
+        self.processor = processor
+        self.family = family
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "left"  # generation continues every row at the same position
+        decoder = model.get_decoder()
+        layers = getattr(decoder, "layers", None)
+        if layers is None or not all(hasattr(getattr(l, "self_attn", None), "layer_idx") for l in layers):
+            raise AttnPromptError(
+                f"{name!r}: the language model has no decoder layers with self_attn.layer_idx; "
+                "this model family is not supported"
+            )
+        self._layers = layers
+
+    # -- configuration -----------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self._layers)
+
+    def layers(self, config: MaskConfig) -> tuple[int, ...]:
+        chosen = config.layers if config.layers is not None else (default_layer(self.num_layers),)
+        return tuple(sorted({resolve_layer(l, self.num_layers, "layer", "the language model") for l in chosen}))
+
+    def check_config(self, config: MaskConfig) -> None:
+        self.layers(config)
+
+    def view(self, image: Image.Image, geometry: str) -> View:
+        if geometry == "aligned":
+            return self.family.aligned_view(self, image)
+        return make_view(image, geometry)
+
+    @property
+    def pad_color(self) -> tuple[int, int, int]:
+        ip = getattr(self.processor, "image_processor", None)
+        mean = getattr(ip, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
+        return tuple(int(round(m * 255)) for m in mean)  # type: ignore[return-value]
+
+    # -- prompting and generation -----------------------------------------------------------
+    def prompt(self, query: str) -> str:
+        """The query in the model's chat template, with one image, ready for generation."""
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}]
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        token = getattr(self.processor, "image_token", "<image>")
+        return f"USER: {token}\n{query} ASSISTANT:"  # the LLaVA-1.5 conversation format
+
+    def encode(self, images: Sequence[Image.Image], queries: Sequence[str]) -> dict[str, torch.Tensor]:
+        prompts = [self.prompt(q) for q in queries]
+        inputs = self.processor(images=list(images), text=prompts, return_tensors="pt", padding=True)
+        return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+
+    def _eos_ids(self) -> set[int]:
+        ids = getattr(self.model.generation_config, "eos_token_id", None)
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        return set(ids if isinstance(ids, (list, tuple)) else [ids]) - {None}
+
+    def attribute(self, images: Sequence[Image.Image], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
+        queries = check_queries(queries, len(images))
+        layers = self.layers(config)
+        inputs = self.encode(images, queries)
+        grids = self.family.grids(self, inputs)
+        modules = {l: self._layers[l].self_attn for l in layers}
+        pad = self.tokenizer.pad_token_id
+        eos = self._eos_ids()
+        with AttentionCapture(modules, [g.span for g in grids], config.reduction) as capture, torch.no_grad():
+            out = self.model.generate(
+                **inputs, max_new_tokens=config.max_new_tokens, do_sample=False, num_beams=1,
+                pad_token_id=pad if pad is not None else next(iter(eos), None),
+            )
+        generated = out[:, inputs["input_ids"].shape[1]:]
+        results = []
+        for i, grid in enumerate(grids):
+            tokens = generated[i].tolist()
+            n_calls = next((j + 1 for j, t in enumerate(tokens) if t in eos), len(tokens))
+            answer_tokens = [t for t in tokens[:n_calls] if t not in eos]
+            answer = self.tokenizer.decode(answer_tokens, skip_special_tokens=True)
+            if not answer.strip():
+                raise AttnPromptError(
+                    f"the auxiliary model's answer to query {i} is empty (it ended the answer at once): "
+                    "no answer tokens to take attention from"
+                )
+            calls = list(range(n_calls))
+            if config.highlight is not None:
+                calls = self.highlight_calls(answer_tokens, config.highlight)
+            per_layer = [torch.stack([capture.records[l][c][i] for c in calls]).mean(dim=0) for l in layers]
+            values = torch.stack(per_layer).mean(dim=0).float().cpu()  # [rows * cols]
+            attention = values.reshape(grid.rows, grid.cols)
+            mask = mapmath.postprocess_single_map(attention[None], enhance_coe=config.enhance, kernel=config.kernel)[0]
+            results.append(Attribution(mask=mask, maps={"attention": attention}, answer=answer.strip()))
+        return results
+
+    def highlight_calls(self, answer_tokens: list[int], text: str) -> list[int]:
+        """The forward calls whose generated token overlaps ``text`` in the decoded answer.
+
+        Call ``j`` produces answer token ``j``; a token's characters are found by decoding
+        growing prefixes, which handles tokenizers that merge or drop spaces when decoding.
+        """
+        full = self.tokenizer.decode(answer_tokens, skip_special_tokens=True)
+        start = full.find(text)
+        if start < 0:
+            lowered = full.lower().find(text.lower())
+            if lowered < 0:
+                raise AttnPromptError(f"highlight text {text!r} is not in the auxiliary answer {full.strip()!r}")
+            start = lowered
+        end = start + len(text)
+        calls, previous = [], 0
+        for j in range(len(answer_tokens)):
+            current = len(self.tokenizer.decode(answer_tokens[: j + 1], skip_special_tokens=True))
+            if previous < end and current > start and current > previous:
+                calls.append(j)
+            previous = current
+        if not calls:
+            raise AttnPromptError(f"highlight text {text!r} covers no answer token")
+        return calls
+
+
+@register_backend("lvlm")
+def load_lvlm(model: str, *, config: Any = None, device: torch.device, dtype: torch.dtype, **_: Any) -> LvlmAuxiliary:
+    """Load a supported vision-language model with its processor (hub id or local folder)."""
+    import transformers
+    from transformers import AutoConfig, AutoProcessor
+
+    if config is None:
+        config = load_from_hub_or_dir(AutoConfig.from_pretrained, model, "config")
+    family = FAMILIES.get(getattr(config, "model_type", ""))
+    if family is None:
+        raise AttnPromptError(f"{model!r} ({getattr(config, 'model_type', 'unknown')}) is not a supported vision-language model")
+    cls = getattr(transformers, family.model_class)
+    major = int(transformers.__version__.split(".")[0])
+    dtype_kw = {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
+    net = load_from_hub_or_dir(cls.from_pretrained, model, "model weights", **dtype_kw).to(device).eval()
+    processor = load_from_hub_or_dir(AutoProcessor.from_pretrained, model, "processor")
+    return LvlmAuxiliary(model, net, processor, family, device, dtype)
+
+
+# Families register on import.
+from . import lvlm_llava, lvlm_llava_next, lvlm_qwen2_vl  # noqa: E402,F401
