@@ -200,6 +200,28 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     fn = api if args.arm == "api" else floor
 
+    def timed(f: Any) -> tuple[float, Any]:
+        if cuda:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = f(images, queries)
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start, out
+
+    if args.arm == "paired":
+        # Time only: both arms in one process, alternating (floor, api, api, floor, ...) so that
+        # load from other processes hits both alike; the figure is the median per-round ratio.
+        timed(floor), timed(api)
+        rounds = []
+        for i in range(args.repeats):
+            order = (floor, api) if i % 2 == 0 else (api, floor)
+            got = {f: timed(f)[0] for f in order}
+            rounds.append((got[floor], got[api]))
+        return dict(model=args.model, batch=args.batch, arm="paired", rounds_s=rounds,
+                    paired_ratio=statistics.median(a / f for f, a in rounds))
+
     def call() -> tuple[float, Any]:
         if cuda:
             torch.cuda.synchronize(device)
@@ -319,11 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
     parser.add_argument("--json", metavar="PATH", help="also write all results to this JSON file")
     parser.add_argument("--backend", default="hf", choices=["hf", "open_clip"])
+    parser.add_argument("--paired", action="store_true",
+                        help="also time both arms alternately in one extra process per cell "
+                             "(--repeats rounds): a time ratio robust to load from other processes")
     # hidden: one measurement in this process, JSON on stdout
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--arm", choices=["floor", "api"], help=argparse.SUPPRESS)
+    parser.add_argument("--arm", choices=["floor", "api", "paired"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.repeats = max(1, args.repeats)
 
@@ -351,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             for arm in ("floor", "api"):
                 print(f"  measuring {model} batch {batch} {arm} ...", file=sys.stderr, flush=True)
                 pair[arm] = spawn(args, model, batch, arm)
+            if args.paired:
+                print(f"  measuring {model} batch {batch} paired timing ...", file=sys.stderr, flush=True)
+                pair["paired"] = spawn(args, model, batch, "paired")
             rows.append(dict(model=model, batch=batch, **pair))
 
     cuda = args.device.startswith("cuda")
@@ -397,6 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in verdicts:
         print(line)
+    for row in rows:
+        p = row.get("paired")
+        if p is not None:
+            rounds = ", ".join(f"{a / f:.3f}" for f, a in p["rounds_s"])
+            print(f"paired timing {MODELS[row['model']]['label']} batch {row['batch']}: API/floor "
+                  f"median {p['paired_ratio']:.3f}x over {len(p['rounds_s'])} alternating rounds ({rounds})")
     if any(r[arm] is not None and not r[arm].get("peak_reset", True) for r in rows for arm in ("floor", "api")):
         print("note: the RSS high-water mark could not be reset; peaks include model construction")
     if hasattr(os, "getloadavg"):

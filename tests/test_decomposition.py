@@ -132,3 +132,21 @@ def test_half_precision_maps_close_to_fp32(tiny, dtype):
     ref_mask = merge_clip_maps(ref.psi_cls, ref.psi_comp, enhance_coe=5, kernel=3)
     got_mask = merge_clip_maps(got.psi_cls, got.psi_comp, enhance_coe=5, kernel=3)
     assert (ref_mask - got_mask).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("layer_scale", [False, True])
+def test_fast_scores_equal_the_explicit_contributions(tiny, layer_scale):
+    import dataclasses
+
+    from attnprompt.auxiliary.clip_common import cls_attention_scores
+
+    torch.manual_seed(5)
+    weights = tiny.tower.attention_weights(1)
+    if layer_scale:
+        weights = dataclasses.replace(weights, layer_scale=torch.rand(weights.w_o.shape[0]) + 0.5)
+    hidden = torch.randn(3, 26, weights.w_o.shape[0])
+    direction = torch.randn(weights.w_o.shape[0], 3)
+    with torch.no_grad():
+        slow = torch.einsum("btd,db->bt", cls_attention_contributions(hidden, weights), direction)
+        fast = cls_attention_scores(hidden, weights, direction)
+    assert torch.allclose(fast, slow, atol=1e-5)

@@ -8,9 +8,12 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from .config import GEOMETRIES, INTERPOLATIONS, PRESETS, get_preset, parse_layers
+if TYPE_CHECKING:
+    from .prompter import Prompter
+
+from .config import GEOMETRIES, INTERPOLATIONS, LVLM_PRESETS, PRESETS, REDUCTIONS, get_preset, parse_layers
 from .errors import AttnPromptError
 
 EXAMPLES = """\
@@ -33,6 +36,13 @@ examples:
 
   # the paper's multi-layer variant: sum psi_cls over the last four blocks
   attnprompt annotate photo.jpg -q "..." -o out.png --layer -4..-1
+
+  # an LVLM as auxiliary: the attention of its own answer to the image is the map
+  attnprompt annotate photo.jpg -q "..." -o out.png --aux lvlm --model llava-hf/llava-1.5-7b-hf \
+      --layer 20 --reduction official --max-new-tokens 20 --highlight "red"
+
+  # self-prompting: the same LVLM answers on the original, then on its own annotated image
+  attnprompt self-prompt photo.jpg -q "What is written on the sign?" --model llava-hf/llava-1.5-7b-hf
 
 exit status: 0 all done, 1 some manifest rows failed (see the output manifest), 2 bad input.
 """
@@ -58,12 +68,37 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("-o", "--output", help="output image path (single mode; default IMAGE_api.png)")
     ann.add_argument("--manifest", help="JSONL or CSV with columns id, image, question (batch mode)")
     ann.add_argument("--out-dir", help="output folder (batch mode)")
+    _model_options(ann)
+    _mask_options(ann)
+    output = ann.add_argument_group("output")
+    output.add_argument("--format", choices=("rgb", "rgba", "heatmap"), default="rgb",
+                        help="annotated image, mask as alpha, or heatmap (default: rgb)")
+    output.add_argument("--save-maps", action="store_true", help="also write the raw maps and the mask (.npz)")
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    model = ann.add_argument_group("model")
+    selfp = sub.add_parser(
+        "self-prompt", help="an LVLM answers on the original image, then on its own annotated image",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    selfp.add_argument("image", help="input image")
+    selfp.add_argument("-q", "--query", required=True, help="the question about the image")
+    selfp.add_argument("-o", "--output", help="also save the annotated image here")
+    _model_options(selfp)
+    _mask_options(selfp)
+    selfp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub.add_parser("presets", help="list the presets and their settings")
+    return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_argument_group("model")
+    model.add_argument("--aux", choices=("auto", "clip", "lvlm"), default="auto",
+                       help="auxiliary kind: a CLIP or a vision-language model (default: from the model's config)")
     model.add_argument("--model", default=None,
                        help="hub id, local folder or open_clip architecture (default: openai/clip-vit-large-patch14-336)")
     model.add_argument("--backend", choices=("auto", "hf", "open_clip"), default="auto",
-                       help="transformers or open_clip (default: auto)")
+                       help="CLIP through transformers or open_clip (default: auto)")
     model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
     model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -71,35 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     model.add_argument("--workers", type=int, default=4, help="image decoding threads in batch mode (default: 4)")
 
-    mask = ann.add_argument_group("mask (each overrides the preset)")
-    mask.add_argument("--preset", default=None, choices=sorted(PRESETS),
+
+def _mask_options(parser: argparse.ArgumentParser) -> None:
+    mask = parser.add_argument_group("mask (each overrides the preset)")
+    mask.add_argument("--preset", default=None, choices=sorted(set(PRESETS) | set(LVLM_PRESETS)),
                       help="named settings (default: default; 'official' reproduces the official code)")
     mask.add_argument("--layer", action="append", metavar="L",
-                      help="block(s) for psi_cls: 22, -2, a range 20..23 / -4..-1; repeatable")
-    mask.add_argument("--comp-layer", type=int, help="block after which the residual gives psi_comp")
-    mask.add_argument("--no-comp", action="store_true", help="drop the complementary map psi_comp")
+                      help="block(s) for the map: 22, -2, a range 20..23 / -4..-1; repeatable")
+    mask.add_argument("--comp-layer", type=int, help="CLIP: block after which the residual gives psi_comp")
+    mask.add_argument("--no-comp", action="store_true", help="CLIP: drop the complementary map psi_comp")
     mask.add_argument("--enhance", type=float, help="sharpening coefficient (official: 5)")
     mask.add_argument("--kernel", type=int, help="odd mean-filter size in token space (official: 3)")
     mask.add_argument("--interpolation", type=str.lower, choices=INTERPOLATIONS, help="map resize filter")
     mask.add_argument("--gray", type=int, help="background level 0-255 that masked regions fade to")
     mask.add_argument("--geometry", type=str.lower, choices=GEOMETRIES,
-                      help="stretch (official) or aligned (letterbox; exact on non-square images)")
-
-    output = ann.add_argument_group("output")
-    output.add_argument("--format", choices=("rgb", "rgba", "heatmap"), default="rgb",
-                        help="annotated image, mask as alpha, or heatmap (default: rgb)")
-    output.add_argument("--save-maps", action="store_true", help="also write psi_cls, psi_comp and the mask (.npz)")
-    output.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    sub.add_parser("presets", help="list the presets and their settings")
-    return parser
+                      help="stretch (official) or aligned (the grid lands where the model looked)")
+    mask.add_argument("--reduction", type=str.lower, choices=REDUCTIONS,
+                      help="LVLM: official (softmax over the image span) or paper (attention weights)")
+    mask.add_argument("--max-new-tokens", type=int, help="LVLM: length of the auxiliary answer (official: 20)")
+    mask.add_argument("--highlight", help="LVLM: use only the answer tokens that spell this text")
 
 
 def _mask_overrides(args: argparse.Namespace) -> dict:
     overrides = {
         "enhance": args.enhance, "kernel": args.kernel, "interpolation": args.interpolation,
-        "gray": args.gray, "geometry": args.geometry,
+        "gray": args.gray, "geometry": args.geometry, "reduction": args.reduction,
+        "max_new_tokens": args.max_new_tokens,
     }
+    if args.highlight is not None:
+        overrides["highlight"] = args.highlight
     if args.layer:
         overrides["layers"] = parse_layers(args.layer)
     if args.no_comp:
@@ -109,11 +144,33 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in overrides.items() if v is not None or k == "comp_layer"}
 
 
-def _annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _load_prompter(args: argparse.Namespace) -> "Prompter":
     from .auxiliary.base import DEFAULT_MODEL
+    from .prompter import Prompter
+
+    if args.batch_size < 1:
+        raise AttnPromptError("--batch-size must be at least 1")
+    if args.quiet:
+        _quiet_loading()
+    overrides = _mask_overrides(args)
+    if args.aux in ("clip", "lvlm"):
+        get_preset(args.preset, kind=args.aux, **overrides)  # validate before loading a model
+    prompter = Prompter(
+        args.model or DEFAULT_MODEL, kind=args.aux, preset=args.preset, backend=args.backend,
+        pretrained=args.pretrained, model_config=args.model_config, device=args.device, dtype=args.dtype,
+        **overrides,
+    )
+    if prompter.kind == "clip":
+        lvlm_only = [f"--{k.replace('_', '-')}" for k in ("reduction", "max_new_tokens", "highlight")
+                     if getattr(args, k) is not None]
+        if lvlm_only:
+            raise AttnPromptError(f"{', '.join(lvlm_only)} only apply to an LVLM auxiliary (--aux lvlm)")
+    return prompter
+
+
+def _annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .io import atomic_save_image, read_manifest, safe_stem
     from .jobs import run_manifest, save_maps
-    from .prompter import Prompter
 
     single = args.image is not None
     if single == bool(args.manifest):
@@ -122,21 +179,15 @@ def _annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise AttnPromptError("--query is required with an IMAGE")
     if args.manifest and not args.out_dir:
         raise AttnPromptError("--out-dir is required with --manifest")
-    if args.batch_size < 1:
-        raise AttnPromptError("--batch-size must be at least 1")
-    config = get_preset(args.preset, **_mask_overrides(args))
     rows = read_manifest(args.manifest) if args.manifest else None  # fail fast, before loading a model
-    if args.quiet:
-        _quiet_loading()
-    prompter = Prompter(
-        args.model or DEFAULT_MODEL, preset=config, backend=args.backend, pretrained=args.pretrained,
-        model_config=args.model_config, device=args.device, dtype=args.dtype,
-    )
+    prompter = _load_prompter(args)
     if single:
         output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_api.png")
         [result] = prompter.annotate([args.image], [args.query])
         atomic_save_image(result.render(args.format), output)
         print(output)
+        if result.answer is not None:
+            print(f"auxiliary answer: {result.answer}")
         if args.save_maps:
             maps_path = output.with_suffix(".npz")
             save_maps(maps_path, result)
@@ -164,10 +215,28 @@ def _quiet_loading() -> None:
         pass
 
 
+def _self_prompt(args: argparse.Namespace) -> int:
+    from .io import atomic_save_image
+    from .prompter import self_prompt
+
+    if args.aux == "clip":
+        raise AttnPromptError("self-prompting needs a vision-language model (--aux lvlm)")
+    args.aux = "lvlm"
+    prompter = _load_prompter(args)
+    result = self_prompt(prompter, args.image, args.query)
+    if args.output:
+        atomic_save_image(result.annotation.image, args.output)
+        print(f"annotated image: {args.output}")
+    print(f"answer on the original image:  {result.original_answer}")
+    print(f"answer on the annotated image: {result.prompted_answer}")
+    return 0
+
+
 def _presets() -> int:
-    for name, cfg in PRESETS.items():
-        settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
-        print(f"{name:12s} {settings}")
+    for kind, table in (("clip", PRESETS), ("lvlm", LVLM_PRESETS)):
+        for name, cfg in table.items():
+            settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
+            print(f"{kind:4s} {name:12s} {settings}")
     return 0
 
 
@@ -201,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "annotate":
             return _annotate(args, parser)
+        if args.command == "self-prompt":
+            return _self_prompt(args)
         if args.command == "presets":
             return _presets()
         parser.print_help()

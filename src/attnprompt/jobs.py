@@ -101,7 +101,8 @@ def run_manifest(
 
     Outputs: ``out_dir/<safe id>.png`` (and ``out_dir/maps/<safe id>.npz`` with
     ``save_map_files``), and ``out_dir/manifest.jsonl`` with one record per row:
-    ``id, source, question, output, maps, status ("ok" | "error"), error``. Rows already ``ok``
+    ``id, source, question, output, maps, status ("ok" | "error"), error`` (and ``answer``, the
+    auxiliary's own answer, for an LVLM auxiliary). Rows already ``ok``
     (with their file present) are skipped, so an interrupted run resumes where it stopped.
     """
     if format not in OUTPUT_FORMATS:
@@ -118,11 +119,14 @@ def run_manifest(
     summary = JobSummary(total=len(rows), manifest=record_path)
 
     def record(row: ManifestRow, status: str, output: str | None = None, maps: str | None = None,
-               error: str | None = None) -> None:
-        append_jsonl(record_path, {
+               error: str | None = None, answer: str | None = None) -> None:
+        entry = {
             "id": row.id, "source": row.image, "question": row.question,
             "output": output, "maps": maps, "status": status, "error": error,
-        })
+        }
+        if prompter.kind == "lvlm":
+            entry["answer"] = answer  # the auxiliary model's own answer
+        append_jsonl(record_path, entry)
         if status == "ok":
             summary.done += 1
         else:
@@ -162,7 +166,7 @@ def run_manifest(
                     except OSError as exc:  # e.g. a full disk: this row fails, the next may fit
                         record(row, "error", error=f"cannot write output: {_message(exc)}")
                     else:
-                        record(row, "ok", output=name, maps=maps_name)
+                        record(row, "ok", output=name, maps=maps_name, answer=result.answer)
                 bar.update(1)
     finally:
         bar.close()

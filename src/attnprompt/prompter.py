@@ -24,7 +24,7 @@ from .geometry import View, place_mask
 from .io import load_image
 from .overlay import blend, heatmap, mask_to_u8, to_rgba
 
-__all__ = ["Annotation", "Prompter", "annotate", "ImageInput", "OUTPUT_FORMATS"]
+__all__ = ["Annotation", "Prompter", "annotate", "self_prompt", "SelfPromptResult", "ImageInput", "OUTPUT_FORMATS"]
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 OUTPUT_FORMATS = ("rgb", "rgba", "heatmap")
@@ -213,6 +213,28 @@ class Prompter:
             attention=maps.get("attention"),
             answer=attribution.answer,
         )
+
+
+@dataclass
+class SelfPromptResult:
+    """Self-prompting: one LVLM's answer on the original image and on its own annotated image."""
+
+    original_answer: str
+    prompted_answer: str
+    annotation: Annotation
+
+
+def self_prompt(prompter: Prompter, image: ImageInput, query: str, **overrides: Any) -> SelfPromptResult:
+    """The same LVLM as auxiliary and target: it answers on the original image (its attention
+    gives the mask), then answers the same query on the annotated image."""
+    from .auxiliary.lvlm import LvlmAuxiliary
+
+    aux = prompter.auxiliary
+    if not isinstance(aux, LvlmAuxiliary):
+        raise AttnPromptError("self-prompting needs a vision-language model as auxiliary (kind lvlm)")
+    [annotation] = prompter.annotate(image, query, **overrides)
+    [prompted] = aux.answer([annotation.image], [query], max_new_tokens=annotation.config.max_new_tokens)
+    return SelfPromptResult(original_answer=annotation.answer or "", prompted_answer=prompted, annotation=annotation)
 
 
 _CACHE: dict[tuple, Prompter] = {}

@@ -11,8 +11,9 @@ projections, and a block's attention output at the CLS position splits over key 
 ``psi_comp[t] = <Proj(LN_lin(Z^{comp_layer}_t)), T_hat>`` (raw similarity; the mask inverts it).
 
 Cost: one image forward and one text forward. At each chosen block a forward hook on the
-attention's input recomputes only the CLS query row (``[B, heads, T]``) and the per-token value
-contributions (``[B, T, D]``), already reduced to a score per token; no ``[T, T]`` tensor exists.
+attention's input recomputes only the CLS query row and the per-token contributions, with the
+text direction folded into the value and output weights (:func:`cls_attention_scores`), so the
+largest extra tensor is ``[B, T, heads]``; no ``[T, T]`` tensor exists.
 The model keeps its own attention implementation (SDPA, flash, eager) for the forward itself.
 
 A backend describes its tower with :class:`ClipTower`; everything else lives here.
@@ -36,6 +37,7 @@ __all__ = [
     "ClipTower",
     "TokenMaps",
     "cls_attention_contributions",
+    "cls_attention_scores",
     "compute_token_maps",
 ]
 
@@ -128,6 +130,36 @@ def cls_attention_contributions(hidden: torch.Tensor, attn: AttentionWeights) ->
     return eta
 
 
+def cls_attention_scores(hidden: torch.Tensor, attn: AttentionWeights, direction: torch.Tensor) -> torch.Tensor:
+    """``<eta_t, direction_b>`` for every token, without forming ``eta`` (the fast path).
+
+    ``hidden``: ``[B, T, D]`` attention input; ``direction``: ``[D, B]`` one vector per sample.
+    Equal to ``einsum("btd,db->bt", cls_attention_contributions(hidden, attn), direction)``, but
+    the direction is folded into the value and output weights, so only ``[B, T, H]`` tensors are
+    formed: ``<A_ht V_ht W_O,h, s> = A_ht (x_t . W_v,h^T r_h + b_v,h . r_h)`` with ``r = W_O^T s``.
+    The key bias shifts every logit of a head equally, so it drops out of the softmax.
+    """
+    b, t, d = hidden.shape
+    heads = attn.num_heads
+    head_dim = d // heads
+    x = hidden.to(attn.w_q.dtype)
+    s = direction.to(x.dtype)  # [D, B]
+    q_cls = nn.functional.linear(x[:, 0], attn.w_q, attn.b_q).view(b, heads, head_dim)  # [B, H, d]
+    key_dirs = torch.einsum("bhj,hjD->bDh", q_cls, attn.w_k.view(heads, head_dim, d)) / math.sqrt(head_dim)
+    probs = torch.bmm(x, key_dirs).softmax(dim=1)  # [B, T, H]: CLS attention over keys, per head
+    if attn.layer_scale is not None:
+        s = s * attn.layer_scale[:, None]
+    r = (attn.w_o.T @ s).T.reshape(b, heads, head_dim)  # [B, H, d]
+    value_dirs = torch.einsum("bhj,hjD->bDh", r, attn.w_v.view(heads, head_dim, d))  # [B, D, H]
+    per_head = torch.bmm(x, value_dirs)  # [B, T, H]
+    if attn.b_v is not None:
+        per_head = per_head + torch.einsum("bhj,hj->bh", r, attn.b_v.view(heads, head_dim))[:, None]
+    score = (probs * per_head).sum(-1)  # [B, T]
+    if attn.b_o is not None:
+        score = score + (attn.b_o @ s)[:, None] / t
+    return score
+
+
 @dataclass
 class ClipTower:
     """What a backend tells the shared code about its vision tower.
@@ -209,8 +241,7 @@ def compute_token_maps(
             h = tower.to_btd(_first(output))
             if index not in weights_cache:
                 weights_cache[index] = tower.attention_weights(index).to(torch.float32)
-            eta = cls_attention_contributions(h.float(), weights_cache[index])  # [B, T, D]
-            captured_cls[index] = score(eta)
+            captured_cls[index] = cls_attention_scores(h.float(), weights_cache[index], scaled_text.to(h.device))
         return hook
 
     def block_hook(index: int) -> Callable:

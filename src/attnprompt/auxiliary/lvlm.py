@@ -144,7 +144,11 @@ class LvlmAuxiliary(Auxiliary):
 
     def encode(self, images: Sequence[Image.Image], queries: Sequence[str]) -> dict[str, torch.Tensor]:
         prompts = [self.prompt(q) for q in queries]
-        inputs = self.processor(images=list(images), text=prompts, return_tensors="pt", padding=True)
+        try:
+            inputs = self.processor(images=list(images), text=prompts, return_tensors="pt", padding=True)
+        except (ValueError, TypeError) as exc:  # e.g. prompts without the image token
+            first = str(exc).strip().splitlines()
+            raise AttnPromptError(f"the processor rejected the inputs: {first[0] if first else type(exc).__name__}") from None
         return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in inputs.items() if isinstance(v, torch.Tensor)}
 
@@ -188,6 +192,17 @@ class LvlmAuxiliary(Auxiliary):
             mask = mapmath.postprocess_single_map(attention[None], enhance_coe=config.enhance, kernel=config.kernel)[0]
             results.append(Attribution(mask=mask, maps={"attention": attention}, answer=answer.strip()))
         return results
+
+    def answer(self, images: Sequence[Image.Image], queries: Sequence[str], max_new_tokens: int = 20) -> list[str]:
+        """Plain greedy answers (no capture): the LVLM as a target model."""
+        queries = check_queries(queries, len(images))
+        inputs = self.encode(images, queries)
+        pad = self.tokenizer.pad_token_id
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                      pad_token_id=pad if pad is not None else next(iter(self._eos_ids()), None))
+        texts = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [t.strip() for t in texts]
 
     def highlight_calls(self, answer_tokens: list[int], text: str) -> list[int]:
         """The forward calls whose generated token overlaps ``text`` in the decoded answer.
