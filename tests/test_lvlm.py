@@ -38,8 +38,8 @@ def prompter(family_dir) -> Prompter:
 
 def scenes() -> list[Image.Image]:
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)),
-            Image.fromarray(rng.integers(0, 256, (40, 24, 3), dtype=np.uint8))]
+    return [Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)),
+            Image.fromarray(rng.integers(0, 256, (80, 48, 3), dtype=np.uint8))]
 
 
 QUERIES = ["what color is the square", "is there a red circle in the picture"]
@@ -60,8 +60,12 @@ def reference_maps(aux: LvlmAuxiliary, folder: Path, images, queries, layers, re
     prompt_len = inputs["input_ids"].shape[1]
     eager = getattr(transformers, aux.family.model_class).from_pretrained(str(folder), attn_implementation="eager").eval()
     full = dict(inputs)
+    new = seq[:, prompt_len:]
+    for name, value in inputs.items():  # per-token inputs grow with the answer (e.g. mm_token_type_ids)
+        if name != "input_ids" and value.dim() == 2 and value.shape == inputs["input_ids"].shape:
+            fill = torch.ones_like(new) if name == "attention_mask" else torch.zeros_like(new)
+            full[name] = torch.cat([value, fill.to(value.dtype)], dim=1)
     full["input_ids"] = seq
-    full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(seq[:, prompt_len:])], dim=1)
     with torch.no_grad():
         out = eager(**full, output_attentions=True)
     maps = []
@@ -107,7 +111,7 @@ def test_grid_follows_the_processor(family_dir, prompter):
         assert tall.attention.shape[0] > tall.attention.shape[1]
     else:
         assert wide.attention.shape[0] == wide.attention.shape[1]
-    assert wide.pixel_mask.shape == (24, 40) and tall.pixel_mask.shape == (40, 24)
+    assert wide.pixel_mask.shape == (48, 80) and tall.pixel_mask.shape == (80, 48)
 
 
 def test_highlight_uses_only_the_tokens_that_spell_it(family_dir, prompter):
@@ -149,10 +153,13 @@ def test_default_layer_rule():
     assert default_layer(24) == 15 and default_layer(4) == 2 and default_layer(1) == 0
 
 
-def test_cli_lvlm_single_manifest_and_self_prompt(family_dir, tmp_path, capsys):
-    family, folder = family_dir
-    if family != "llava":
-        pytest.skip("the CLI path is family-independent; one family suffices")
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory) -> Path:
+    return builder("llava")(tmp_path_factory.mktemp("llava_cli"), seed=1)
+
+
+def test_cli_lvlm_single_manifest_and_self_prompt(llava_dir, tmp_path, capsys):
+    folder = llava_dir  # the CLI path is family-independent; one family suffices
     img = tmp_path / "a.png"
     scenes()[0].save(img)
     out = tmp_path / "a_out.png"
