@@ -45,7 +45,8 @@ class AttentionCapture:
         spans: per sample, the ``[start, end)`` key positions of its image tokens (fixed for
             the whole generation: cached keys keep their positions).
         reduction: ``official`` or ``paper`` (see :func:`reduce_row`).
-        records: layer index -> one entry per forward call, each a list of ``[span]`` tensors.
+        records: layer index -> one entry per forward call, indexable by sample (``entry[i]`` is
+            sample ``i``'s ``[span]`` values).
     """
 
     modules: dict[int, nn.Module]
@@ -83,7 +84,20 @@ class AttentionCapture:
         # grouped-query attention without repeating the keys: [B, Hkv, g, k] -> [B, H, k]
         logits = torch.einsum("bhgd,bhkd->bhgk", q_last, key.float()).reshape(b, heads, keys) * scale
         logits = _apply_mask(logits, attention_mask)
-        self.records[index].append([reduce_row(logits[i], self.spans[i], self.reduction) for i in range(b)])
+        self.records[index].append(self._reduce(logits))
+
+    def _reduce(self, logits: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """``[B, H, keys]`` -> ``[B, span]`` (one gather when all spans have one length, as for
+        LLaVA) or a list of ``[span_i]`` (Qwen2-VL images of different sizes)."""
+        lengths = {end - start for start, end in self.spans}
+        if len(lengths) > 1:
+            return [reduce_row(logits[i], self.spans[i], self.reduction) for i in range(logits.shape[0])]
+        starts = torch.tensor([start for start, _ in self.spans], device=logits.device)
+        index = (starts[:, None] + torch.arange(lengths.pop(), device=logits.device))[:, None, :]  # [B, 1, n]
+        index = index.expand(-1, logits.shape[1], -1)  # [B, H, n]
+        if self.reduction == "official":
+            return logits.gather(-1, index).softmax(dim=-1).mean(dim=1)
+        return logits.softmax(dim=-1).gather(-1, index).mean(dim=1)
 
 
 def _apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
