@@ -189,3 +189,24 @@ def test_clip_rejects_lvlm_only_options(capsys, tmp_path, tiny_clip_dir):
     code = main(["annotate", str(img), "-q", "x", "-o", str(tmp_path / "o.png"), "--model", str(tiny_clip_dir),
                  "--device", "cpu", "--highlight", "red"])
     assert code == 2 and "--highlight" in capsys.readouterr().err
+
+
+def test_model_without_decoder_layers_is_refused():
+    from attnprompt.auxiliary.lvlm import FAMILIES
+
+    class NoLayers(torch.nn.Module):
+        def get_decoder(self):
+            return torch.nn.Linear(2, 2)
+
+    class Proc:
+        tokenizer = type("Tok", (), {"padding_side": "right"})()
+
+    with pytest.raises(AttnPromptError, match="no decoder layers"):
+        LvlmAuxiliary("odd-model", NoLayers(), Proc(), FAMILIES["llava"], torch.device("cpu"), torch.float32)
+
+
+def test_one_call_annotate_with_an_lvlm(llava_dir):
+    from attnprompt import annotate
+
+    out = annotate(scenes(), QUERIES, aux=str(llava_dir), device="cpu", max_new_tokens=3, format="heatmap")
+    assert [im.size for im in out] == [(80, 48), (48, 80)]
