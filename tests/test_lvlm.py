@@ -210,3 +210,13 @@ def test_one_call_annotate_with_an_lvlm(llava_dir):
 
     out = annotate(scenes(), QUERIES, aux=str(llava_dir), device="cpu", max_new_tokens=3, format="heatmap")
     assert [im.size for im in out] == [(80, 48), (48, 80)]
+
+
+def test_lvlm_presets_by_name(llava_dir):
+    p = Prompter(str(llava_dir), preset="paper", device="cpu")
+    assert p.config.reduction == "paper" and p.config.gray == 200
+    official = Prompter(str(llava_dir), preset="official", device="cpu")
+    assert official.config.geometry == "stretch" and official.config.layers is None
+    assert official.auxiliary.layers(official.config) == (2,)  # 4 layers: round(20 / 32 * 4)
+    with pytest.raises(AttnPromptError, match="unknown lvlm preset"):
+        Prompter(str(llava_dir), preset="paper-llava", device="cpu")

@@ -219,8 +219,8 @@ def _self_prompt(args: argparse.Namespace) -> int:
     from .io import atomic_save_image
     from .prompter import self_prompt
 
-    if args.aux == "clip":
-        raise AttnPromptError("self-prompting needs a vision-language model (--aux lvlm)")
+    if args.aux == "clip" or not args.model:
+        raise AttnPromptError("self-prompting needs a vision-language model: --model llava-hf/llava-1.5-7b-hf or a local folder")
     args.aux = "lvlm"
     prompter = _load_prompter(args)
     result = self_prompt(prompter, args.image, args.query)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from .auxiliary.base import DEFAULT_MODEL, Attribution, Auxiliary, ClipAuxiliary, load_auxiliary
 from .auxiliary.clip_common import TokenMaps
-from .config import MaskConfig, get_preset
+from .config import MaskConfig, get_preset, presets_for
 from .errors import AttnPromptError
 from .geometry import View, place_mask
 from .io import load_image
@@ -122,8 +122,10 @@ class Prompter:
         auxiliary: Auxiliary | None = None,
         **overrides: Any,
     ) -> None:
-        if not isinstance(preset, MaskConfig):
-            get_preset(preset, kind=kind if kind in ("clip", "lvlm") else "clip")  # unknown names fail before loading
+        if not isinstance(preset, MaskConfig):  # unknown names fail before a model is loaded
+            kinds = (kind,) if kind in ("clip", "lvlm") else ("clip", "lvlm")
+            if preset is not None and not any(str(preset).lower() in presets_for(k) for k in kinds):
+                get_preset(preset, kind=kinds[0])
         self.auxiliary = auxiliary or load_auxiliary(
             model, kind=kind, backend=backend, pretrained=pretrained, model_config=model_config,
             device=device, dtype=dtype,
