@@ -137,7 +137,7 @@ def test_bad_input_gives_clear_errors(family_dir, prompter, monkeypatch):
     with pytest.raises(AttnPromptError, match="empty"):
         prompter.annotate(scenes()[:1], ["   "])
     # an answer that ends at once: make the first greedy token the end-of-sequence token
-    [first] = aux.answer(scenes()[:1], QUERIES[:1], max_new_tokens=1)
+    [first] = aux.answer([aux.view(scenes()[0], "aligned").image], QUERIES[:1], max_new_tokens=1)
     first_id = aux.tokenizer(first, add_special_tokens=False)["input_ids"][0]
     monkeypatch.setattr(aux.model.generation_config, "eos_token_id", first_id)
     with pytest.raises(AttnPromptError, match="answer .* is empty"):

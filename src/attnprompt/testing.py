@@ -99,7 +99,10 @@ def random_clip_model(config: Any, seed: int = 0, bias_scale: float = 0.05, qk_s
 
 def make_tiny_clip_dir(folder: str | Path, *, seed: int = 0, **config_kwargs: Any) -> Path:
     """Save a tiny random CLIP with tokenizer and image processor, loadable by ``from_pretrained``."""
-    from transformers import CLIPImageProcessor
+    try:  # transformers 5: the Pillow processor needs no torchvision
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor
 
     folder = Path(folder)
     config = tiny_clip_config(**config_kwargs)
