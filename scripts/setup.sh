@@ -35,7 +35,7 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   "${pip[@]}" $spec
 fi
-"${pip[@]}" -e ".[open_clip,test]"
+"${pip[@]}" -e ".[open_clip,lvlm,test]"
 
 if [ "$mode" = demo ]; then
   exec .venv/bin/attnprompt annotate examples/street.png \
