@@ -9,7 +9,7 @@ the end (``-1`` = last block), so a preset means the same relative depth on any 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .errors import AttnPromptError

@@ -17,7 +17,6 @@ from typing import Any, Sequence
 
 import torch
 from PIL import Image
-from torch import nn
 
 from .. import maps as mapmath
 from ..config import MaskConfig, resolve_layer

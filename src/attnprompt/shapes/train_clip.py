@@ -1,0 +1,596 @@
+"""Train a tiny OpenAI-layout CLIP on shapes-world scenes, saved as a Hugging Face ``CLIPModel`` folder.
+
+The folder (``config.json``, ``model.safetensors``, ``preprocessor_config.json``, ``vocab.json``,
+``merges.txt``, ``tokenizer_config.json``) loads with ``CLIPModel.from_pretrained``,
+``AutoTokenizer.from_pretrained`` and ``attnprompt.Prompter(folder)``.
+
+    python -m attnprompt.shapes.train_clip --out DIR --time-budget 600
+
+Model: a 6-layer ViT (width 96, 4 heads, 8-px patches on 64x64 images: an 8x8 grid, quick_gelu)
+and a 3-layer text transformer over a word-level vocabulary (every word of the shapes world is one
+BPE token), projection dim 64: about 1 M parameters (:class:`TinyClipSpec`).
+
+Data: square 64x64 scenes (and some letterboxed 2:1 / 1:2 scenes so the model sees padding), held
+in a pool that is partly refreshed every step. Each image is paired with one text: its caption
+(objects shuffled), a single-object phrase ("a red circle") or a query as the library will ask it
+("where is the red circle?", "what shape is the blue object?"). The loss is the symmetric InfoNCE
+with a learnable logit scale, where in-batch pairs whose text is *also true* of the other image
+(e.g. two images that both hold a red circle) are masked out instead of being used as negatives.
+
+:func:`pointing_accuracy` is the quality probe: does the argmax of the all-layer ``psi_cls`` map
+fall on the queried object?
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .render import COLORS, SHAPES
+from .world import Scene, make_dataset, make_scene, scene_seed
+
+__all__ = [
+    "TinyClipSpec",
+    "TrainConfig",
+    "WORDS",
+    "build_vocab",
+    "write_tokenizer_files",
+    "build_model",
+    "save_model_dir",
+    "train",
+    "pointing_accuracy",
+    "main",
+]
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+WORDS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        [*COLORS, *SHAPES]
+        + "a an and the where is what color colour shape object there yes no of in on with it this".split()
+        + "top bottom left right center middle photo picture image scene".split()
+    )
+)
+"""Every word that gets its own token. Punctuation ("?", ",") is split off by CLIP's pre-tokenizer
+and is a single-character token anyway."""
+
+
+@dataclass(frozen=True)
+class TinyClipSpec:
+    """Hyper-parameters of the tiny CLIP, as data."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    width: int = 96
+    layers: int = 6
+    heads: int = 4
+    text_width: int = 96
+    text_layers: int = 3
+    text_heads: int = 4
+    context_length: int = 24
+    projection_dim: int = 64
+    hidden_act: str = "quick_gelu"
+    logit_scale_init: float = math.log(1 / 0.07)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (the CLI's flags)."""
+
+    out: str
+    time_budget: float = 600.0
+    steps: int | None = None
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 50
+    planned_steps: int | None = None
+    """Length of the cosine schedule; default: ``steps`` or an estimate from the time budget."""
+    pool: int = 3000
+    refresh: int = 16
+    """Scenes of the pool replaced by fresh ones after every step."""
+    letterbox: float = 0.2
+    """Fraction of the pool that is 2:1 / 1:2 scenes letterboxed into the square input."""
+    p_caption: float = 0.5
+    p_phrase: float = 0.25
+    """The rest (1 - p_caption - p_phrase) are queries in the library's templates."""
+    threads: int = 2
+    log: str | None = None
+    log_every: int = 10
+    checkpoint_every: int = 200
+    probe_scenes: int = 200
+    """Scenes for :func:`pointing_accuracy` after training (0: skip)."""
+
+
+# --- tokenizer ------------------------------------------------------------------------------------
+
+
+def build_vocab(words: Sequence[str] = WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP BPE vocabulary and merge list in which every word of ``words`` is one token
+    ``"word</w>"``.
+
+    Base tokens are the printable characters, alone and with ``</w>``. Each word is built by a
+    left-to-right chain of merges (``c r`` -> ``cr``, ``cr o`` -> ``cro``...). All merges past the
+    first of a chain rank before every first merge, and first merges are ordered so that a word's
+    own first merge outranks any other first merge that could fire inside it; together this makes
+    BPE rebuild every word exactly (checked by :func:`write_tokenizer_files`)."""
+    import string
+
+    chars = [c for c in string.printable if not c.isspace()]
+    tokens: list[str] = chars + [c + "</w>" for c in chars]
+    words = [w.lower() for w in words]
+    chains: dict[str, list[tuple[str, str]]] = {}
+    for w in words:
+        if len(w) < 2:
+            continue
+        parts = list(w[:-1]) + [w[-1] + "</w>"]
+        chain, cur = [], parts[0]
+        for p in parts[1:]:
+            chain.append((cur, p))
+            cur = cur + p
+        chains[w] = chain
+    # precedence among first merges: a word's first merge must beat other first merges inside it
+    firsts = list(dict.fromkeys(c[0] for c in chains.values()))
+    before: dict[tuple[str, str], set[tuple[str, str]]] = {f: set() for f in firsts}
+    for w, chain in chains.items():
+        parts = list(w[:-1]) + [w[-1] + "</w>"]
+        inner = {(parts[i], parts[i + 1]) for i in range(1, len(parts) - 1)}
+        for f in firsts:
+            if f != chain[0] and f in inner:
+                before[f].add(chain[0])  # chain[0] must come before f
+    order: list[tuple[str, str]] = []
+    placed: set[tuple[str, str]] = set()
+    remaining = list(firsts)
+    while remaining:
+        ready = [f for f in remaining if before[f] <= placed] or remaining[:1]  # a cycle: best effort
+        for f in ready:
+            order.append(f)
+            placed.add(f)
+        remaining = [f for f in remaining if f not in placed]
+    later = list(dict.fromkeys(m for c in chains.values() for m in c[1:]))
+    merges = [m for m in later if m not in placed] + order
+    for a, b in merges:
+        tokens.append(a + b)
+    vocab: dict[str, int] = {}
+    for t in tokens:
+        vocab.setdefault(t, len(vocab))
+    vocab[BOS] = len(vocab)
+    vocab[EOS] = len(vocab)
+    return vocab, merges
+
+
+def write_tokenizer_files(folder: str | Path, context_length: int, words: Sequence[str] = WORDS,
+                          check: bool = True) -> dict[str, int]:
+    """Write vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json; with
+    ``check``, load the folder with ``AutoTokenizer`` and verify one id per word. Returns the vocab."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = build_vocab(words)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
+    )
+    special = {"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "unk_token": EOS}
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": context_length,
+        "do_lower_case": True, **special,
+    }), encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special), encoding="utf-8")
+    if check:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        bad = [w for w in words if tok(w)["input_ids"] != [vocab[BOS], vocab[w.lower() + "</w>"], vocab[EOS]]]
+        if bad:
+            raise RuntimeError(f"tokenizer does not map these words to one token: {bad}")
+    return vocab
+
+
+# --- model ----------------------------------------------------------------------------------------
+
+
+def clip_config(spec: TinyClipSpec, vocab_size: int) -> Any:
+    from transformers import CLIPConfig
+
+    return CLIPConfig(
+        text_config=dict(
+            hidden_size=spec.text_width, intermediate_size=4 * spec.text_width,
+            num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
+            max_position_embeddings=spec.context_length, vocab_size=vocab_size, hidden_act=spec.hidden_act,
+            bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+            projection_dim=spec.projection_dim,
+        ),
+        vision_config=dict(
+            hidden_size=spec.width, intermediate_size=4 * spec.width, num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads, image_size=spec.image_size, patch_size=spec.patch_size,
+            hidden_act=spec.hidden_act, projection_dim=spec.projection_dim,
+        ),
+        projection_dim=spec.projection_dim,
+        logit_scale_init_value=spec.logit_scale_init,
+    )
+
+
+def build_model(spec: TinyClipSpec, vocab_size: int, seed: int = 0) -> Any:
+    """A freshly initialised ``CLIPModel`` (training mode)."""
+    from transformers import CLIPModel
+
+    torch.manual_seed(seed)
+    return CLIPModel(clip_config(spec, vocab_size))
+
+
+def _image_processor(spec: TinyClipSpec) -> Any:
+    try:  # transformers 5: the Pillow processor needs no torchvision
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor
+    s = spec.image_size
+    return CLIPImageProcessor(
+        size={"shortest_edge": s}, crop_size={"height": s, "width": s},
+        image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), resample=3,
+    )
+
+
+def save_model_dir(model: Any, spec: TinyClipSpec, folder: str | Path, extra: dict | None = None) -> Path:
+    """Save model, tokenizer and image processor into ``folder`` atomically: everything is written
+    to a temporary sibling folder first, which then replaces ``folder``."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)
+        _image_processor(spec).save_pretrained(tmp)
+        write_tokenizer_files(tmp, spec.context_length, check=False)
+        (tmp / "tiny_clip_spec.json").write_text(json.dumps({**asdict(spec), **(extra or {})}, indent=1))
+        old = None
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def letterbox(image: Image.Image, side: int, fill: tuple[int, int, int]) -> Image.Image:
+    """Fit ``image`` into a ``side`` x ``side`` square (aspect kept, centred, ``fill`` around)."""
+    w, h = image.size
+    scale = side / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    out = Image.new("RGB", (side, side), fill)
+    out.paste(image.resize((nw, nh), Image.Resampling.BICUBIC), ((side - nw) // 2, (side - nh) // 2))
+    return out
+
+
+class ScenePool:
+    """Scenes as uint8 arrays ``[N, S, S, 3]`` plus their (colour, shape) objects; refreshed in place."""
+
+    def __init__(self, size: int, seed: int, image_size: int, letterbox_frac: float) -> None:
+        self.seed, self.image_size, self.letterbox_frac = seed, image_size, letterbox_frac
+        self.pixels = np.zeros((size, image_size, image_size, 3), np.uint8)
+        self.objects: list[list[tuple[str, str]]] = [[] for _ in range(size)]
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+        self.counter = 0
+        self.fill = tuple(int(round(255 * m)) for m in OPENAI_MEAN)
+        for i in range(size):
+            self._new(i)
+
+    def _new(self, i: int) -> None:
+        s = self.image_size
+        seed = scene_seed(self.seed, self.counter)
+        self.counter += 1
+        if self.rng.random() < self.letterbox_frac:
+            size = (2 * s, s) if self.rng.random() < 0.5 else (s, 2 * s)
+            scene = make_scene(seed, size=size)
+            image = letterbox(scene.image, s, self.fill)
+        else:
+            scene = make_scene(seed, size=(s, s))
+            image = scene.image
+        self.pixels[i] = np.asarray(image, np.uint8)
+        self.objects[i] = [(o.color, o.shape) for o in scene.objects]
+
+    def refresh(self, n: int) -> None:
+        for i in self.rng.choice(len(self.objects), size=min(n, len(self.objects)), replace=False):
+            self._new(int(i))
+
+
+def _text_for(objects: list[tuple[str, str]], rng: np.random.Generator, p_caption: float,
+              p_phrase: float) -> tuple[str, list[tuple[str | None, str | None]], bool]:
+    """One text for an image: ``(text, requirements, exhaustive)``. ``requirements`` are the
+    (colour, shape) pairs the text names (None: any); ``exhaustive`` when it names all objects."""
+    u = rng.random()
+    if u < p_caption:
+        order = rng.permutation(len(objects))
+        names = [f"{objects[i][0]} {objects[i][1]}" for i in order]
+        items = [f"{_article(n)} {n}" for n in names]
+        text = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+        return text, [objects[i] for i in order], True
+    k = int(rng.integers(len(objects)))
+    c, s = objects[k]
+    if u < p_caption + p_phrase:
+        return f"{_article(c)} {c} {s}", [(c, s)], False
+    colors = [o[0] for o in objects]
+    shapes = [o[1] for o in objects]
+    options: list[tuple[str, list[tuple[str | None, str | None]]]] = [
+        (f"where is the {c} {s}?", [(c, s)]),
+        (f"is there {_article(c)} {c} {s}?", [(c, s)]),
+    ]
+    if colors.count(c) == 1:
+        options.append((f"what shape is the {c} object?", [(c, None)]))
+    if shapes.count(s) == 1:
+        options.append((f"what color is the {s}?", [(None, s)]))
+    text, req = options[int(rng.integers(len(options)))]
+    return text, req, False
+
+
+def _compatible(objects: list[tuple[str, str]], req: list[tuple[str | None, str | None]], exhaustive: bool) -> bool:
+    """Is a text with these requirements true of an image holding ``objects``?"""
+    for c, s in req:
+        if not any((c is None or c == oc) and (s is None or s == os_) for oc, os_ in objects):
+            return False
+    return not exhaustive or sorted(objects) == sorted(req)  # type: ignore[type-var]
+
+
+def _batch(pool: ScenePool, tokenizer: Any, cfg: TrainConfig, spec: TinyClipSpec,
+           rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    idx = rng.choice(len(pool.objects), size=cfg.batch_size, replace=False)
+    pix = pool.pixels[idx].copy()
+    flip = rng.random(len(idx)) < 0.5  # captions and queries say nothing about left/right
+    pix[flip] = pix[flip, :, ::-1]
+    x = torch.from_numpy(pix).permute(0, 3, 1, 2).float().div_(255.0)
+    x = (x - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    texts, reqs = [], []
+    for i in idx:
+        t, r, ex = _text_for(pool.objects[i], rng, cfg.p_caption, cfg.p_phrase)
+        texts.append(t)
+        reqs.append((r, ex))
+    objs = [pool.objects[i] for i in idx]
+    n = len(idx)
+    compat = torch.zeros(n, n, dtype=torch.bool)  # [image i, text j]: text j is also true of image i
+    for j, (r, ex) in enumerate(reqs):
+        for i in range(n):
+            if i != j and _compatible(objs[i], r, ex):
+                compat[i, j] = True
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=spec.context_length, return_tensors="pt")
+    return x, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, compat
+
+
+def clip_loss(logits_per_image: torch.Tensor, false_negatives: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE; ``false_negatives[i, j]`` masks pairs where text j also fits image i."""
+    logits = logits_per_image.masked_fill(false_negatives, float("-inf"))
+    target = torch.arange(logits.shape[0])
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+def _lr_at(step: int, cfg: TrainConfig, planned: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, planned - cfg.warmup))
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(cfg: TrainConfig, spec: TinyClipSpec | None = None, verbose: bool = True) -> dict[str, Any]:
+    """Train and save into ``cfg.out``. Stops at ``cfg.steps`` or when ``cfg.time_budget`` seconds
+    (counted from the start, scene generation included) would be exceeded. Returns a summary."""
+    from transformers import AutoTokenizer
+
+    spec = spec or TinyClipSpec()
+    start = time.monotonic()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    out = Path(cfg.out)
+
+    tok_dir = Path(tempfile.mkdtemp(prefix="attnprompt-tok-"))
+    try:
+        vocab = write_tokenizer_files(tok_dir, spec.context_length)
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    finally:
+        shutil.rmtree(tok_dir, ignore_errors=True)
+    model = build_model(spec, len(vocab), cfg.seed).train()
+    n_params = sum(p.numel() for p in model.parameters())
+
+    pool = ScenePool(cfg.pool, cfg.seed, spec.image_size, cfg.letterbox)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    log = open(cfg.log, "a", encoding="utf-8") if cfg.log else None
+    if verbose:
+        print(f"tiny CLIP: {n_params / 1e6:.2f} M parameters, vocab {len(vocab)}, pool {cfg.pool} scenes "
+              f"({time.monotonic() - start:.1f} s)", flush=True)
+
+    planned = cfg.planned_steps or cfg.steps
+    step, losses, step_time = 0, [], None
+    durations: list[float] = []
+    stopped = "steps"
+    while True:
+        elapsed = time.monotonic() - start
+        if cfg.steps is not None and step >= cfg.steps:
+            break
+        if step_time is not None and elapsed + step_time > cfg.time_budget:
+            stopped = "time"
+            break
+        if planned is None and step >= 10:  # schedule length from the median of steps 2-10
+            per_step = float(np.median(durations[1:]))
+            planned = max(cfg.warmup + 1, int((cfg.time_budget - elapsed) / per_step) + step)
+        t0 = time.monotonic()
+        lr = _lr_at(step, cfg, planned or 10**9)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, text, compat = _batch(pool, tokenizer, cfg, spec, rng)
+        outputs = model(pixel_values=x, **text)
+        loss = clip_loss(outputs.logits_per_image, compat)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0.0, math.log(100.0))
+        pool.refresh(cfg.refresh)
+        step += 1
+        dt = time.monotonic() - t0
+        step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
+        if len(durations) < 10:
+            durations.append(dt)
+        losses.append(float(loss.detach()))
+        if step % cfg.log_every == 0 or step == 1:
+            rec = {"step": step, "loss": round(losses[-1], 4), "lr": lr,
+                   "logit_scale": round(float(model.logit_scale.detach().exp()), 2),
+                   "elapsed": round(time.monotonic() - start, 2)}
+            if log:
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            if verbose:
+                print(json.dumps(rec), flush=True)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            model.eval()
+            save_model_dir(model, spec, out, {"step": step})
+            model.train()
+
+    model.eval()
+    save_model_dir(model, spec, out, {"step": step, "seed": cfg.seed})
+    summary: dict[str, Any] = {
+        "steps": step, "planned_steps": planned, "stopped": stopped, "elapsed": round(time.monotonic() - start, 2),
+        "params": n_params, "first_loss": losses[0] if losses else None,
+        "last_loss": float(np.mean(losses[-10:])) if losses else None, "out": str(out),
+    }
+    if log:
+        log.write(json.dumps({"summary": summary}) + "\n")
+        log.close()
+    return summary
+
+
+# --- quality probe --------------------------------------------------------------------------------
+
+
+def pointing_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 12345,
+                      kinds: Sequence[str] = ("color+shape", "color"), overlap: float = 0.5,
+                      agnostic_query: str = "an object", batch_size: int = 64) -> dict[str, Any]:
+    """Does the argmax of the all-layer ``psi_cls`` land on the queried object?
+
+    For each square scene of ``make_dataset(n_scenes, seed)`` and each query of the given kinds, the
+    8x8 (P x P) ``psi_cls`` of ``Prompter(model_dir, layers=all, comp_layer=None)`` is taken; cell
+    (r, c) covers pixels ``[r*S/P, (r+1)*S/P) x [c*S/P, (c+1)*S/P)``. A hit is the argmax cell
+    overlapping the target mask by at least ``overlap`` of its area (``center_hit``: the cell's
+    centre pixel in the mask). Baselines: ``uniform`` (expected hit rate of a random cell) and
+    ``agnostic`` (the argmax of the map for the fixed query ``agnostic_query``, same image).
+    Returns overall and per-kind rates."""
+    import json as _json
+
+    from attnprompt import Prompter
+
+    cfg = _json.loads((Path(model_dir) / "config.json").read_text())
+    n_layers = int(cfg["vision_config"]["num_hidden_layers"])
+    prompter = Prompter(str(model_dir), device="cpu", layers=tuple(range(n_layers)), comp_layer=None)
+    scenes = list(make_dataset(n_scenes, seed, aspect="square"))
+    images, queries, targets, qkinds, scene_of = [], [], [], [], []
+    for si, s in enumerate(scenes):
+        for q in s.queries():
+            if q.kind in kinds and q.target is not None:
+                images.append(s.image)
+                queries.append(q.text)
+                targets.append(q.target)
+                qkinds.append(q.kind)
+                scene_of.append(si)
+    with torch.inference_mode():
+        maps = [a.psi_cls for a in prompter.annotate(images, queries, batch_size=batch_size)]
+        generic = [a.psi_cls for a in prompter.annotate([s.image for s in scenes], [agnostic_query] * len(scenes),
+                                                        batch_size=batch_size)]
+    stats: dict[str, dict[str, float]] = {}
+
+    def cell_cover(scene: Scene, target: int, p: int) -> tuple[np.ndarray, np.ndarray]:
+        m = scene.masks[target].astype(np.float32)
+        h, w = m.shape
+        cover = m[: h - h % p, : w - w % p].reshape(p, h // p, p, w // p).mean(axis=(1, 3))
+        ys = (np.arange(p) * h // p + h // (2 * p)).astype(int)
+        xs = (np.arange(p) * w // p + w // (2 * p)).astype(int)
+        centre = scene.masks[target][np.ix_(ys, xs)]
+        return cover >= overlap, centre
+
+    for psi, target, kind, si in zip(maps, targets, qkinds, scene_of):
+        scene = scenes[si]
+        p = psi.shape[0]
+        hit_cells, centre_cells = cell_cover(scene, target, p)
+        r, c = np.unravel_index(int(np.argmax(psi)), psi.shape)
+        gr, gc = np.unravel_index(int(np.argmax(generic[si])), psi.shape)
+        for key in (kind, "all"):
+            st = stats.setdefault(key, {"n": 0, "hit": 0.0, "center_hit": 0.0, "uniform": 0.0, "agnostic": 0.0})
+            st["n"] += 1
+            st["hit"] += float(hit_cells[r, c])
+            st["center_hit"] += float(centre_cells[r, c])
+            st["uniform"] += float(hit_cells.mean())
+            st["agnostic"] += float(hit_cells[gr, gc])
+    result: dict[str, Any] = {}
+    for key, st in stats.items():
+        n = st.pop("n")
+        result[key] = {"n": int(n), **{k: round(v / max(n, 1), 4) for k, v in st.items()}}
+    return result
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m attnprompt.shapes.train_clip", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--time-budget", type=float, default=600.0, help="seconds, everything included (default 600)")
+    p.add_argument("--steps", type=int, default=None, help="optional cap on optimiser steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--planned-steps", type=int, default=None,
+                   help="cosine schedule length (default: --steps, else estimated from the time budget)")
+    p.add_argument("--pool", type=int, default=3000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log", default=None, help="JSON lines: step, loss, lr, elapsed")
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--probe-scenes", type=int, default=200, help="scenes for the pointing probe (0: skip)")
+    a = p.parse_args(argv)
+    cfg = TrainConfig(out=a.out, time_budget=a.time_budget, steps=a.steps, seed=a.seed, batch_size=a.batch_size,
+                      lr=a.lr, warmup=a.warmup, planned_steps=a.planned_steps, pool=a.pool, threads=a.threads,
+                      log=a.log, checkpoint_every=a.checkpoint_every, probe_scenes=a.probe_scenes)
+    summary = train(cfg)
+    print(json.dumps({"summary": summary}), flush=True)
+    if cfg.probe_scenes > 0:
+        acc = pointing_accuracy(cfg.out, n_scenes=cfg.probe_scenes)
+        print(json.dumps({"pointing_accuracy": acc}), flush=True)
+        if cfg.log:
+            with open(cfg.log, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"pointing_accuracy": acc}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

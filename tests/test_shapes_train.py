@@ -1,0 +1,109 @@
+"""The tiny shapes CLIP trainer: a few steps, a loadable folder, a word-level tokenizer, the budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from attnprompt.shapes import make_scene  # noqa: E402
+from attnprompt.shapes.train_clip import (  # noqa: E402
+    WORDS,
+    TinyClipSpec,
+    TrainConfig,
+    build_vocab,
+    clip_loss,
+    train,
+    write_tokenizer_files,
+)
+
+SMALL = TinyClipSpec(layers=2, text_layers=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip") / "model"
+    log = out.parent / "log.jsonl"
+    cfg = TrainConfig(out=str(out), steps=5, batch_size=8, pool=24, refresh=2, warmup=2,
+                      log=str(log), log_every=1, checkpoint_every=3, probe_scenes=0)
+    summary = train(cfg, SMALL, verbose=False)
+    return out, log, summary
+
+
+def test_folder_has_hub_files(trained):
+    out, log, summary = trained
+    assert summary["steps"] == 5 and summary["stopped"] == "steps"
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "vocab.json", "merges.txt",
+                 "tokenizer_config.json"):
+        assert (out / name).is_file(), name
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = [r for r in records if "step" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
+    assert all({"loss", "lr", "elapsed"} <= set(r) for r in steps)
+    assert all(np.isfinite(r["loss"]) for r in steps)
+
+
+def test_loads_with_transformers_and_prompter(trained):
+    import torch
+    from transformers import AutoImageProcessor, CLIPModel
+
+    from attnprompt import Prompter
+
+    out, _, _ = trained
+    model = CLIPModel.from_pretrained(out)
+    assert model.config.vision_config.image_size == 64 and model.config.vision_config.patch_size == 8
+    assert model.config.vision_config.hidden_act == "quick_gelu"
+    proc = AutoImageProcessor.from_pretrained(out)
+    assert proc.crop_size == {"height": 64, "width": 64}
+    scene = make_scene(3)
+    prompter = Prompter(str(out), device="cpu", layers=(0, 1), comp_layer=None)
+    [ann] = prompter.annotate(scene.image, scene.queries()[0].text)
+    assert ann.psi_cls.shape == (8, 8) and np.isfinite(ann.psi_cls).all()
+    assert ann.pixel_mask.shape == (64, 64)
+    with torch.no_grad():  # the default preset (psi_comp too) runs as well
+        [ann2] = Prompter(str(out), device="cpu").annotate(scene.image, "where is the red circle?")
+    assert ann2.psi_comp is not None
+
+
+def test_tokenizer_one_id_per_word(tmp_path):
+    from transformers import AutoTokenizer
+
+    vocab = write_tokenizer_files(tmp_path, 24)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+    for w in WORDS:
+        assert tok(w)["input_ids"] == [bos, vocab[w + "</w>"], eos], w
+    scene = make_scene(5)
+    texts = [scene.caption(np.random.default_rng(0))] + [q.text for q in scene.queries()]
+    for text in texts:
+        ids = tok(text)["input_ids"]
+        words = text.replace(",", " ,").replace("?", " ?").split()
+        assert len(ids) == len(words) + 2, text
+        assert ids[0] == bos and ids[-1] == eos
+        assert eos not in ids[1:-1]  # every word known
+        assert len(ids) <= 24
+    assert tok("Where is the RED Circle?")["input_ids"] == tok("where is the red circle?")["input_ids"]
+    assert len(build_vocab()[0]) == len(vocab)
+
+
+def test_time_budget_stops_training(tmp_path):
+    out = tmp_path / "m"
+    cfg = TrainConfig(out=str(out), time_budget=0.0, steps=1000, batch_size=4, pool=8, warmup=1,
+                      checkpoint_every=0, probe_scenes=0)
+    summary = train(cfg, SMALL, verbose=False)
+    assert summary["stopped"] == "time"
+    assert summary["steps"] == 1  # one step to measure the step time, then the budget is spent
+    assert (out / "model.safetensors").is_file()
+
+
+def test_loss_masks_false_negatives():
+    import torch
+
+    logits = torch.tensor([[5.0, 5.0], [0.0, 5.0]])
+    none = torch.zeros(2, 2, dtype=torch.bool)
+    masked = torch.tensor([[False, True], [False, False]])
+    assert clip_loss(logits, masked) < clip_loss(logits, none)
