@@ -45,20 +45,20 @@ FAMILIES = {
 }
 
 
-def rss_kib() -> int:
+def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_kib() -> int:
+    return _status_kib("VmRSS")
 
 
 def hwm_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+    return _status_kib("VmHWM")
 
 
 def child(args: argparse.Namespace) -> None:

@@ -93,6 +93,13 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         raise AttnPromptError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
 
 
+def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``from_pretrained``'s dtype argument: ``dtype`` in transformers 5, ``torch_dtype`` before."""
+    import transformers
+
+    return {"dtype": dtype} if int(transformers.__version__.split(".")[0]) >= 5 else {"torch_dtype": dtype}
+
+
 def check_queries(queries: Sequence[str], count: int) -> list[str]:
     """One non-empty string per image."""
     if isinstance(queries, str):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ..errors import AttnPromptError
-from .base import ClipAuxiliary, load_from_hub_or_dir, register_backend, warn_truncated
+from .base import ClipAuxiliary, dtype_kwargs, load_from_hub_or_dir, register_backend, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
 __all__ = ["HFClip", "load_hf_clip"]
@@ -105,7 +105,6 @@ def _load_image_processor(source: str, **kw: Any) -> Any:
 @register_backend("hf")
 def load_hf_clip(model: str, *, device: torch.device, dtype: torch.dtype, **_: Any) -> HFClip:
     """Load ``CLIPModel`` + tokenizer + image processor from a hub id or a local folder."""
-    import transformers
     from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
     config = load_from_hub_or_dir(AutoConfig.from_pretrained, model, "config")
@@ -114,9 +113,7 @@ def load_hf_clip(model: str, *, device: torch.device, dtype: torch.dtype, **_: A
             f"{model!r} is a {getattr(config, 'model_type', 'unknown')!r} model, not a ViT CLIP "
             "(transformers CLIPModel); the CLIP path needs a CLS-token ViT CLIP"
         )
-    major = int(transformers.__version__.split(".")[0])
-    dtype_kw = {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
-    net = load_from_hub_or_dir(CLIPModel.from_pretrained, model, "CLIP weights", **dtype_kw)
+    net = load_from_hub_or_dir(CLIPModel.from_pretrained, model, "CLIP weights", **dtype_kwargs(dtype))
     net = net.to(device).eval()
     processor = load_from_hub_or_dir(_load_image_processor, model, "image processor")
     tokenizer = load_from_hub_or_dir(AutoTokenizer.from_pretrained, model, "tokenizer")

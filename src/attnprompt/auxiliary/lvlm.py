@@ -22,7 +22,7 @@ from .. import maps as mapmath
 from ..config import MaskConfig, resolve_layer
 from ..errors import AttnPromptError
 from ..geometry import View, make_view
-from .base import Attribution, Auxiliary, check_queries, load_from_hub_or_dir, register_backend
+from .base import Attribution, Auxiliary, check_queries, dtype_kwargs, load_from_hub_or_dir, register_backend
 from .lvlm_capture import AttentionCapture
 
 __all__ = ["Grid", "Family", "FAMILIES", "register_family", "LvlmAuxiliary", "default_layer", "load_lvlm"]
@@ -240,9 +240,7 @@ def load_lvlm(model: str, *, config: Any = None, device: torch.device, dtype: to
     if family is None:
         raise AttnPromptError(f"{model!r} ({getattr(config, 'model_type', 'unknown')}) is not a supported vision-language model")
     cls = getattr(transformers, family.model_class)
-    major = int(transformers.__version__.split(".")[0])
-    dtype_kw = {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
-    net = load_from_hub_or_dir(cls.from_pretrained, model, "model weights", **dtype_kw).to(device).eval()
+    net = load_from_hub_or_dir(cls.from_pretrained, model, "model weights", **dtype_kwargs(dtype)).to(device).eval()
     processor = load_from_hub_or_dir(AutoProcessor.from_pretrained, model, "processor")
     return LvlmAuxiliary(model, net, processor, family, device, dtype)
 
