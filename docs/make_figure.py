@@ -2,6 +2,8 @@
 
     python docs/make_figure.py --model openai/clip-vit-large-patch14-336 \
         --image examples/street.png --query "What color is the car?" -o docs/figure.png
+    python docs/make_figure.py --model shapes-clip --image examples/shapes_scene.png \
+        --query "where is the orange square?" --layer=-6..-1 --no-comp --scale 5   # the committed figure
 
 Any model the library loads works (hub id, local folder, open_clip name).
 """
@@ -13,6 +15,7 @@ import argparse
 from PIL import Image, ImageDraw
 
 from attnprompt import Prompter
+from attnprompt.config import parse_layers
 
 
 def triptych(panels: list[tuple[str, Image.Image]], caption: str) -> Image.Image:
@@ -35,12 +38,24 @@ def main() -> None:
     parser.add_argument("--query", default="What color is the car?")
     parser.add_argument("--preset", default=None)
     parser.add_argument("--caption", default=None)
+    parser.add_argument("--layer", default=None, help="psi_cls blocks, e.g. -6..-1 (default: the preset's)")
+    parser.add_argument("--no-comp", action="store_true", help="drop the complementary map")
+    parser.add_argument("--scale", type=int, default=1, help="enlarge the panels (nearest neighbour) for display")
     parser.add_argument("-o", "--output", default="docs/figure.png")
     args = parser.parse_args()
-    prompter = Prompter(args.model, preset=args.preset, device="cpu")
+    overrides: dict = {}
+    if args.layer:
+        overrides["layers"] = parse_layers([args.layer])
+    if args.no_comp:
+        overrides["comp_layer"] = None
+    prompter = Prompter(args.model, preset=args.preset, device="cpu", **overrides)
     [res] = prompter.annotate(args.image, args.query)
     caption = args.caption or f'query: "{args.query}"   auxiliary: {args.model}'
-    fig = triptych([("original", res.original), ("attention map", res.heatmap()), ("API-annotated", res.image)], caption)
+    panels = [("original", res.original), ("attention map", res.heatmap()), ("API-annotated", res.image)]
+    if args.scale > 1:
+        panels = [(name, img.resize((img.width * args.scale, img.height * args.scale), Image.Resampling.NEAREST))
+                  for name, img in panels]
+    fig = triptych(panels, caption)
     fig.save(args.output, optimize=True)
     print(args.output)
 

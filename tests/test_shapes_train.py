@@ -107,3 +107,18 @@ def test_loss_masks_false_negatives():
     none = torch.zeros(2, 2, dtype=torch.bool)
     masked = torch.tensor([[False, True], [False, False]])
     assert clip_loss(logits, masked) < clip_loss(logits, none)
+
+
+def test_shipped_shapes_clip_loads_by_short_name_and_finds_the_object():
+    import numpy as np
+
+    from attnprompt import Prompter
+    from attnprompt.shapes import make_scene
+
+    prompter = Prompter("shapes-clip", device="cpu", layers=tuple(range(-6, 0)), comp_layer=None)
+    scene = make_scene(1, size=(64, 64))
+    query = next(q for q in scene.queries() if q.text == "where is the orange square?")
+    [result] = prompter.annotate(scene.image, query.text)
+    target = scene.masks[query.target]
+    mass_ratio = (result.pixel_mask * target).sum() / result.pixel_mask.sum() / target.mean()
+    assert mass_ratio > 2.0  # the map concentrates on the named object (a uniform map gives 1.0)

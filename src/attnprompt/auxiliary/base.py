@@ -122,6 +122,19 @@ def warn_truncated(query: str, length: int, limit: int) -> None:
     )
 
 
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "shapes" / "models"
+
+
+def shipped_model(name: str) -> str | None:
+    """The folder of a model shipped in the package (``shapes-clip``), or ``None``.
+
+    The shipped models are trained on the synthetic shapes world (``attnprompt.shapes``): they
+    are for scenes of that world, tests and offline demos, not for photos.
+    """
+    folder = SHIPPED_MODELS_DIR / name
+    return str(folder) if "/" not in name and (folder / "config.json").is_file() else None
+
+
 def looks_like_path(name: str) -> bool:
     """A name that can only mean a local file or folder (not a hub id like ``org/name``)."""
     return (
@@ -344,6 +357,7 @@ def load_auxiliary(
 
     if kind not in ("auto", "clip", "lvlm"):
         raise AttnPromptError(f"unknown auxiliary kind {kind!r}; choose auto, clip or lvlm")
+    model = shipped_model(model) or model
     name = _guess_backend(model, pretrained, model_config) if backend == "auto" else backend
     if name not in ("hf", "open_clip"):
         raise AttnPromptError(f"unknown backend {backend!r}; choose one of auto, hf, open_clip")
