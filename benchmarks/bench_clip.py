@@ -222,16 +222,6 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         return dict(model=args.model, batch=args.batch, arm="paired", rounds_s=rounds,
                     paired_ratio=statistics.median(a / f for f, a in rounds))
 
-    def call() -> tuple[float, Any]:
-        if cuda:
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        with torch.no_grad():
-            out = fn(images, queries)
-        if cuda:
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start, out
-
     gc.collect()
     baseline_rss = current_rss_bytes()
     peak_reset = reset_peak_rss()
@@ -239,10 +229,10 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
         baseline_cuda = torch.cuda.memory_allocated(device)
 
-    warmup, out = call()
+    warmup, out = timed(fn)
     times = []
     for _ in range(args.repeats):
-        elapsed, out = call()
+        elapsed, out = timed(fn)
         times.append(elapsed)
 
     peak = peak_rss_bytes()

@@ -463,6 +463,16 @@ def _mark_duplicates(rows: list[ManifestRow]) -> list[ManifestRow]:
     return out
 
 
+def _read_bytes(path: str, shown: str) -> bytes:
+    """The whole file, or a one-line error that starts with ``shown``."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise AttnPromptError(f"{shown}: file not found") from exc
+    except OSError as exc:
+        raise AttnPromptError(f"{shown}: cannot read ({exc.strerror or exc})") from exc
+
+
 def read_manifest(path: StrPath) -> list[ManifestRow]:
     """Read a job manifest: JSON Lines (``.jsonl``, ``.json``, ``.ndjson``) or CSV (``.csv``).
 
@@ -486,12 +496,7 @@ def read_manifest(path: StrPath) -> list[ManifestRow]:
         )
     if os.path.isdir(shown):
         raise AttnPromptError(f"manifest {shown}: is a directory")
-    try:
-        data = Path(shown).read_bytes()
-    except FileNotFoundError as exc:
-        raise AttnPromptError(f"manifest {shown}: file not found") from exc
-    except OSError as exc:
-        raise AttnPromptError(f"manifest {shown}: cannot read ({exc.strerror or exc})") from exc
+    data = _read_bytes(shown, f"manifest {shown}")
     base = os.path.dirname(os.path.abspath(shown))
     if suffix == ".csv":
         rows = _read_csv_manifest(data, shown, base)
@@ -750,12 +755,7 @@ def read_jsonl_tolerant(path: StrPath) -> list[dict[str, Any]]:
             malformed (the message names the line).
     """
     shown = os.fsdecode(os.fspath(path))
-    try:
-        data = Path(shown).read_bytes()
-    except FileNotFoundError as exc:
-        raise AttnPromptError(f"{shown}: file not found") from exc
-    except OSError as exc:
-        raise AttnPromptError(f"{shown}: cannot read ({exc.strerror or exc})") from exc
+    data = _read_bytes(shown, shown)
     lines = data.split(b"\n")
     last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
     records: list[dict[str, Any]] = []
