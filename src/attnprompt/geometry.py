@@ -13,13 +13,24 @@ coordinates: the map is resized onto the frame and the original image is cut out
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from .errors import AttnPromptError
 
-__all__ = ["View", "make_view", "place_mask", "PIL_FILTERS"]
+__all__ = ["View", "make_view", "place_mask", "mean_color", "PIL_FILTERS", "OPENAI_MEAN", "OPENAI_STD"]
+
+# The normalisation of OpenAI's CLIP preprocessing, which LLaVA and most CLIPs reuse.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def mean_color(mean: "Sequence[float] | None" = None) -> tuple[int, int, int]:
+    """A processor's mean colour in 0-255 (OpenAI's when unknown): padding that normalises to ~0."""
+    r, g, b = (int(round(m * 255)) for m in (mean or OPENAI_MEAN))
+    return r, g, b
 
 PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,

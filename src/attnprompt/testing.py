@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
+from .geometry import OPENAI_MEAN, OPENAI_STD
+
 __all__ = ["tiny_clip_config", "build_clip_tokenizer_files", "make_tiny_clip_dir", "random_clip_model"]
 
-OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
-OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def tiny_clip_config(

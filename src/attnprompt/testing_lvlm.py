@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import torch
 
+from .geometry import OPENAI_MEAN, OPENAI_STD
+
 __all__ = [
     "WORDS",
     "LLAVA_CHAT_TEMPLATE",
@@ -38,8 +40,6 @@ __all__ = [
     "make_tiny_qwen2_vl_dir",
 ]
 
-OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
-OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 #: Words the tokenizer knows besides single letters, digits and punctuation: the words of the
 #: prompts (both chat formats) and of typical test questions, so nothing common becomes ``<unk>``.

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from ..errors import AttnPromptError
+from ..geometry import mean_color
 from .base import ClipAuxiliary, dtype_kwargs, load_from_hub_or_dir, register_backend, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
@@ -62,8 +63,7 @@ class HFClip(ClipAuxiliary):
 
     @property
     def pad_color(self) -> tuple[int, int, int]:
-        mean = getattr(self.processor, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
-        return tuple(int(round(m * 255)) for m in mean)  # type: ignore[return-value]
+        return mean_color(getattr(self.processor, "image_mean", None))
 
     @property
     def image_size(self) -> int:

@@ -19,13 +19,11 @@ from PIL import Image
 from torch import nn
 
 from ..errors import AttnPromptError
+from ..geometry import mean_color
 from .base import DEFAULT_MODEL, ClipAuxiliary, register_backend, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
 __all__ = ["OpenClip", "load_open_clip", "is_open_clip_name"]
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-
 
 def _import_open_clip() -> Any:
     try:
@@ -114,8 +112,7 @@ class OpenClip(ClipAuxiliary):
     @property
     def pad_color(self) -> tuple[int, int, int]:
         cfg = getattr(self.model.visual, "preprocess_cfg", None) or {}
-        mean = cfg.get("mean", OPENAI_MEAN)
-        return tuple(int(round(m * 255)) for m in mean)  # type: ignore[return-value]
+        return mean_color(cfg.get("mean"))
 
     @property
     def image_size(self) -> int:

@@ -21,7 +21,7 @@ from PIL import Image
 from .. import maps as mapmath
 from ..config import MaskConfig, resolve_layer
 from ..errors import AttnPromptError
-from ..geometry import View, make_view
+from ..geometry import View, make_view, mean_color
 from .base import Attribution, Auxiliary, check_queries, dtype_kwargs, load_from_hub_or_dir, register_backend
 from .lvlm_capture import AttentionCapture
 
@@ -128,9 +128,7 @@ class LvlmAuxiliary(Auxiliary):
 
     @property
     def pad_color(self) -> tuple[int, int, int]:
-        ip = getattr(self.processor, "image_processor", None)
-        mean = getattr(ip, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
-        return tuple(int(round(m * 255)) for m in mean)  # type: ignore[return-value]
+        return mean_color(getattr(getattr(self.processor, "image_processor", None), "image_mean", None))
 
     # -- prompting and generation -----------------------------------------------------------
     def prompt(self, query: str) -> str:

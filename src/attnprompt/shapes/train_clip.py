@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..geometry import OPENAI_MEAN, OPENAI_STD, mean_color
 from .render import COLORS, SHAPES
 from .world import Scene, make_dataset, make_scene, scene_seed
 
@@ -57,8 +58,6 @@ __all__ = [
     "main",
 ]
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 WORDS: tuple[str, ...] = tuple(
@@ -298,7 +297,7 @@ class ScenePool:
         self.objects: list[list[tuple[str, str]]] = [[] for _ in range(size)]
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
         self.counter = 0
-        self.fill = tuple(int(round(255 * m)) for m in OPENAI_MEAN)
+        self.fill = mean_color()
         for i in range(size):
             self._new(i)
 
