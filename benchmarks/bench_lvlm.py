@@ -79,11 +79,8 @@ def child(args: argparse.Namespace) -> None:
                "which shape is on the left", "what is the object on the top"][: args.batch]
     views = [aux.view(im, prompter.config.geometry).image for im in images]
 
-    def plain() -> None:
-        inputs = aux.encode(views, queries)
-        with torch.no_grad():
-            aux.model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False, num_beams=1,
-                               pad_token_id=aux.tokenizer.pad_token_id)
+    def plain() -> None:  # the same greedy generation, no capture
+        aux.generate(aux.encode(views, queries), args.max_new_tokens)
 
     def api() -> None:
         aux.attribute(views, queries, prompter.config)

@@ -220,3 +220,22 @@ def test_lvlm_presets_by_name(llava_dir):
     assert official.auxiliary.layers(official.config) == (2,)  # 4 layers: round(20 / 32 * 4)
     with pytest.raises(AttnPromptError, match="unknown lvlm preset"):
         Prompter(str(llava_dir), preset="paper-llava", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory) -> Path:
+    return builder("qwen2_vl")(tmp_path_factory.mktemp("qwen_mixed"), seed=2)
+
+
+def test_images_with_different_token_counts_in_one_batch(qwen_dir):
+    # only Qwen2-VL's dynamic grid gives the images of one batch different token counts
+    folder = qwen_dir
+    prompter = Prompter(str(folder), device="cpu")
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)),
+              Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))]
+    results = prompter.annotate(images, QUERIES, layers=(1,), reduction="paper", max_new_tokens=4)
+    assert results[0].attention.size != results[1].attention.size
+    want, _ = reference_maps(prompter.auxiliary, folder, images, QUERIES, (1,), "paper", 4)
+    for res, ref in zip(results, want):
+        assert np.abs(res.attention - ref.numpy()).max() <= 1e-5

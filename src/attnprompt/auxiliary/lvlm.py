@@ -155,20 +155,23 @@ class LvlmAuxiliary(Auxiliary):
             ids = self.tokenizer.eos_token_id
         return set(ids if isinstance(ids, (list, tuple)) else [ids]) - {None}
 
+    def generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
+        """Greedy answer tokens ``[B, new]`` (the prompt cut off), as the official code decodes."""
+        pad = self.tokenizer.pad_token_id
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                      pad_token_id=pad if pad is not None else next(iter(self._eos_ids()), None))
+        return out[:, inputs["input_ids"].shape[1]:]
+
     def attribute(self, images: Sequence[Image.Image], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
         queries = check_queries(queries, len(images))
         layers = self.layers(config)
         inputs = self.encode(images, queries)
         grids = self.family.grids(self, inputs)
         modules = {l: self._layers[l].self_attn for l in layers}
-        pad = self.tokenizer.pad_token_id
         eos = self._eos_ids()
-        with AttentionCapture(modules, [g.span for g in grids], config.reduction) as capture, torch.no_grad():
-            out = self.model.generate(
-                **inputs, max_new_tokens=config.max_new_tokens, do_sample=False, num_beams=1,
-                pad_token_id=pad if pad is not None else next(iter(eos), None),
-            )
-        generated = out[:, inputs["input_ids"].shape[1]:]
+        with AttentionCapture(modules, [g.span for g in grids], config.reduction) as capture:
+            generated = self.generate(inputs, config.max_new_tokens)
         results = []
         for i, grid in enumerate(grids):
             tokens = generated[i].tolist()
@@ -194,11 +197,7 @@ class LvlmAuxiliary(Auxiliary):
         """Plain greedy answers (no capture): the LVLM as a target model."""
         queries = check_queries(queries, len(images))
         inputs = self.encode(images, queries)
-        pad = self.tokenizer.pad_token_id
-        with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                      pad_token_id=pad if pad is not None else next(iter(self._eos_ids()), None))
-        texts = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(self.generate(inputs, max_new_tokens), skip_special_tokens=True)
         return [t.strip() for t in texts]
 
     def highlight_calls(self, answer_tokens: list[int], text: str) -> list[int]:

@@ -19,21 +19,25 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["CAPTURE_IMPLEMENTATION", "AttentionCapture", "reduce_row"]
+__all__ = ["CAPTURE_IMPLEMENTATION", "AttentionCapture", "reduce_spans"]
 
 CAPTURE_IMPLEMENTATION = "attnprompt_capture"
 
 
-def reduce_row(logits: torch.Tensor, span: tuple[int, int], reduction: str) -> torch.Tensor:
-    """One sample's last-query logits ``[heads, keys]`` (mask applied) -> ``[span]`` map values.
+def reduce_spans(logits: torch.Tensor, spans: Sequence[tuple[int, int]], reduction: str) -> torch.Tensor:
+    """Last-query logits ``[B, heads, keys]`` (mask applied) -> map values ``[B, n]``, for spans
+    of one length ``n`` (``[start, end)`` key positions, one per sample).
 
     ``official``: softmax of the scores over the image span only, mean over heads.
     ``paper``: softmax over all keys, restricted to the image span, mean over heads.
     """
-    start, end = span
+    starts = torch.tensor([start for start, _ in spans], device=logits.device)
+    length = spans[0][1] - spans[0][0]
+    index = (starts[:, None] + torch.arange(length, device=logits.device))[:, None, :]  # [B, 1, n]
+    index = index.expand(-1, logits.shape[1], -1)  # [B, H, n]
     if reduction == "official":
-        return logits[:, start:end].softmax(dim=-1).mean(dim=0)
-    return logits.softmax(dim=-1)[:, start:end].mean(dim=0)
+        return logits.gather(-1, index).softmax(dim=-1).mean(dim=1)
+    return logits.softmax(dim=-1).gather(-1, index).mean(dim=1)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class AttentionCapture:
         modules: layer index -> the decoder layer's attention module (needs ``layer_idx``).
         spans: per sample, the ``[start, end)`` key positions of its image tokens (fixed for
             the whole generation: cached keys keep their positions).
-        reduction: ``official`` or ``paper`` (see :func:`reduce_row`).
+        reduction: ``official`` or ``paper`` (see :func:`reduce_spans`).
         records: layer index -> one entry per forward call, indexable by sample (``entry[i]`` is
             sample ``i``'s ``[span]`` values).
     """
@@ -87,17 +91,11 @@ class AttentionCapture:
         self.records[index].append(self._reduce(logits))
 
     def _reduce(self, logits: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """``[B, H, keys]`` -> ``[B, span]`` (one gather when all spans have one length, as for
-        LLaVA) or a list of ``[span_i]`` (Qwen2-VL images of different sizes)."""
-        lengths = {end - start for start, end in self.spans}
-        if len(lengths) > 1:
-            return [reduce_row(logits[i], self.spans[i], self.reduction) for i in range(logits.shape[0])]
-        starts = torch.tensor([start for start, _ in self.spans], device=logits.device)
-        index = (starts[:, None] + torch.arange(lengths.pop(), device=logits.device))[:, None, :]  # [B, 1, n]
-        index = index.expand(-1, logits.shape[1], -1)  # [B, H, n]
-        if self.reduction == "official":
-            return logits.gather(-1, index).softmax(dim=-1).mean(dim=1)
-        return logits.softmax(dim=-1).gather(-1, index).mean(dim=1)
+        """``[B, span]`` in one gather when all spans have one length (LLaVA), else a list of
+        ``[span_i]`` (Qwen2-VL images of different sizes)."""
+        if len({end - start for start, end in self.spans}) == 1:
+            return reduce_spans(logits, self.spans, self.reduction)
+        return [reduce_spans(logits[i:i + 1], [span], self.reduction)[0] for i, span in enumerate(self.spans)]
 
 
 def _apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
