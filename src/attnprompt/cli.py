@@ -168,7 +168,7 @@ def _load_prompter(args: argparse.Namespace) -> "Prompter":
     return prompter
 
 
-def _annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _annotate(args: argparse.Namespace) -> int:
     from .io import atomic_save_image, read_manifest, safe_stem
     from .jobs import run_manifest, save_maps
 
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         if args.command == "annotate":
-            return _annotate(args, parser)
+            return _annotate(args)
         if args.command == "self-prompt":
             return _self_prompt(args)
         if args.command == "presets":
