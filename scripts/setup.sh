@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv at the repository root and run the main job or the whole test suite.
 #
-#   bash scripts/setup.sh demo   # install, then annotate the bundled sample image
+#   bash scripts/setup.sh demo   # install, then run the offline demo (HTML report in attnprompt-demo/)
 #   bash scripts/setup.sh test   # install with every extra, then run the whole test suite
 #
 # Safe to rerun: an existing .venv is reused. PYTHON picks the interpreter (default python3);
@@ -35,10 +35,9 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   "${pip[@]}" $spec
 fi
-"${pip[@]}" -e ".[open_clip,lvlm,test]"
+"${pip[@]}" -e ".[open_clip,lvlm,api,test]"
 
 if [ "$mode" = demo ]; then
-  exec .venv/bin/attnprompt annotate examples/street.png \
-    --query "What color is the car?" -o prompted_street.png --format rgb --save-maps
+  exec .venv/bin/attnprompt demo --out attnprompt-demo
 fi
 exec .venv/bin/python -m pytest "${@:2}"

@@ -110,7 +110,6 @@ def test_loss_masks_false_negatives():
 
 
 def test_shipped_shapes_clip_loads_by_short_name_and_finds_the_object():
-    import numpy as np
 
     from attnprompt import Prompter
     from attnprompt.shapes import make_scene

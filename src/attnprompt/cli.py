@@ -18,6 +18,9 @@ from .errors import AttnPromptError
 
 EXAMPLES = """\
 examples:
+  # the whole pipeline offline with the shipped shapes-world models: an HTML report
+  attnprompt demo --out attnprompt-demo
+
   # one image, the paper's CLIP (downloaded once from the Hugging Face hub)
   attnprompt annotate photo.jpg --query "What is the man holding?" -o prompted.png
 
@@ -88,6 +91,53 @@ def build_parser() -> argparse.ArgumentParser:
     selfp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub.add_parser("presets", help="list the presets and their settings")
+
+    demo = sub.add_parser(
+        "demo", help="run the whole pipeline offline on shapes-world scenes and write an HTML report",
+        description="Masks from the shipped shapes-clip and shapes-llava, answers of shapes-llava on the original "
+                    "and the annotated scenes, written as OUT/index.html (no download needed).",
+    )
+    demo.add_argument("--out", default="attnprompt-demo", help="output folder (default: attnprompt-demo)")
+    demo.add_argument("--clip", default="shapes-clip", help="CLIP auxiliary (default: the shipped shapes-clip)")
+    demo.add_argument("--target", default="shapes-llava",
+                      help="target VLM, also the LVLM auxiliary (default: the shipped shapes-llava)")
+    demo.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    demo.add_argument("--quiet", action="store_true", help="print only the report's path")
+
+    ev = sub.add_parser(
+        "eval", help="score a target VLM on a benchmark under several conditions (original, api-clip, ...)",
+        description="Answers of a target model on a benchmark's images, original and attention-prompted, scored "
+                    "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv} "
+                    "and prints the table. Rerun the same command to resume.",
+    )
+    ev.add_argument("--benchmark", required=True, help="mmvet, llavabench, pope, mme, textvqa, vizwiz or mmbench")
+    ev.add_argument("--data", required=True, help="the benchmark's folder (layouts: docs/benchmarks.md)")
+    ev.add_argument("--target", required=True, help="target model: hub id / folder (local), or a served model name")
+    ev.add_argument("--endpoint", default=None,
+                    help="OpenAI-compatible base URL (vLLM, SGLang, OpenAI): the target is served there")
+    ev.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    ev.add_argument("--conditions", default="original,api-clip",
+                    help="comma-separated: original, api-clip, api-lvlm, step-by-step, masked-hint, "
+                         "self-reflection, api-clip+self-reflection... (default: original,api-clip)")
+    ev.add_argument("--aux-clip", default=None, help="CLIP auxiliary for api-clip conditions "
+                    "(default: openai/clip-vit-large-patch14-336)")
+    ev.add_argument("--aux-lvlm", default=None, help="LVLM auxiliary for api-lvlm conditions (default: the target)")
+    ev.add_argument("--preset", default=None, help="mask preset (default: the project default)")
+    ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
+    ev.add_argument("--judge", default=None, help="judge model for MM-Vet / LLaVA-Bench (e.g. gpt-4o-2024-08-06)")
+    ev.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible base URL of the judge")
+    ev.add_argument("--out", required=True, help="run folder")
+    ev.add_argument("--limit", type=int, default=None, help="first N questions (groups for MMBench, images for MME)")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default 128; 512 for judged)")
+    ev.add_argument("--concurrency", type=int, default=8, help="parallel requests to an endpoint")
+    ev.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
+    ev.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    rep = sub.add_parser("report", help="merge eval run folders into one table")
+    rep.add_argument("runs", nargs="+", help="folders written by attnprompt eval")
+    rep.add_argument("--out", default=None, help="also write table.md and table.csv into this folder")
     return parser
 
 
@@ -232,6 +282,68 @@ def _self_prompt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    say = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    index = run_demo(args.out, clip=args.clip, target=args.target, device=args.device, progress=say)
+    print(index)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .auxiliary.base import DEFAULT_MODEL
+    from .bench.datasets import BENCHMARKS
+    from .bench.run import evaluate, format_table
+    from .targets import AnswerCache
+
+    if args.benchmark not in BENCHMARKS:
+        raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    judged = BENCHMARKS[args.benchmark].scorer.endswith("-judge")
+    max_new = args.max_new_tokens or (512 if judged else 128)
+    out = Path(args.out)
+    cache = AnswerCache(out / "cache")
+    if args.endpoint:
+        from .targets import OpenAIEndpointTarget
+
+        target = OpenAIEndpointTarget(args.target, base_url=args.endpoint, api_key_env=args.api_key_env,
+                                      max_concurrency=args.concurrency, cache=cache, max_tokens=max_new)
+    else:
+        from .targets.hf import HFTarget
+
+        target = HFTarget(args.target, device=args.device, dtype=args.dtype, max_new_tokens=max_new,
+                          batch_size=args.batch_size, cache=cache)
+    judge = None
+    if args.judge:
+        from .targets import OpenAIEndpointTarget
+
+        judge = OpenAIEndpointTarget(args.judge, base_url=args.judge_endpoint, api_key_env=args.api_key_env,
+                                     max_concurrency=args.concurrency, cache=AnswerCache(out / "judge-cache"))
+    lvlm = args.aux_lvlm
+    if lvlm is None and "lvlm" in args.conditions and not args.endpoint:
+        from .prompter import Prompter
+
+        lvlm = Prompter(args.target, kind="lvlm", preset=args.preset, auxiliary=target.model)  # shares the weights
+    result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
+                      lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, judge=judge, limit=args.limit,
+                      batch_size=args.batch_size, progress=not args.quiet)
+    print(format_table([result]), end="")
+    print(f"results: {out.resolve()}", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .bench.run import format_table, read_results, write_table
+
+    results = read_results(args.runs)
+    print(format_table(results), end="")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        md, _ = write_table(results, args.out)
+        print(f"wrote {md} and table.csv", file=sys.stderr)
+    return 0
+
+
 def _presets() -> int:
     for kind, table in (("clip", PRESETS), ("lvlm", LVLM_PRESETS)):
         for name, cfg in table.items():
@@ -274,6 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _self_prompt(args)
         if args.command == "presets":
             return _presets()
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "eval":
+            return _eval(args)
+        if args.command == "report":
+            return _report(args)
         parser.print_help()
         return 2
     except AttnPromptError as exc:

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
-GEOMETRIES = ("stretch", "aligned")
+GEOMETRIES = ("stretch", "aligned", "tiled")
 REDUCTIONS = ("official", "paper")
 KINDS = ("clip", "lvlm")
 
@@ -49,7 +49,9 @@ class MaskConfig:
         gray: background level (0-255) that masked regions fade to.
         geometry: ``"stretch"`` spreads the map over the whole image (official; misaligned on
             non-square images); ``"aligned"`` maps the grid back onto exactly the region the
-            auxiliary model saw (letterboxing the image first where its processor would crop).
+            auxiliary model saw (letterboxing the image first where its processor would crop);
+            ``"tiled"`` (CLIP only) covers a non-square image with overlapping square crops at
+            the model's native scale and stitches their maps (one forward per crop).
         reduction: LVLM only. ``"official"``: pre-softmax scores of the last query over the
             image span, softmax over that span, mean over heads; ``"paper"``: post-softmax
             attention weights over all keys, restricted to the image span, mean over heads.

@@ -8,10 +8,16 @@ coordinates: the map is resized onto the frame and the original image is cut out
 - ``aligned``: the image is letterboxed to a square (padded with the model's mean colour, as
   LLaVA's ``expand2square``) before the auxiliary model, so CLIP sees all of it undistorted; the
   frame is that square and the crop removes the padding again.
+- ``tiled`` (CLIP): the image is resized so its short side is the model's input size, and
+  overlapping square crops at that native resolution cover all of it. Each crop gets its own
+  token map; the maps are stitched onto one grid over the whole image (:class:`Tile` records where
+  each crop's grid lands) before any normalisation, so all crops share one min-max. Cost: one
+  forward per crop (3 for a 2:1 image with the default half-crop overlap; 1 for a square one).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,7 +26,7 @@ from PIL import Image
 
 from .errors import AttnPromptError
 
-__all__ = ["View", "make_view", "place_mask", "mean_color", "PIL_FILTERS", "OPENAI_MEAN", "OPENAI_STD"]
+__all__ = ["View", "Tile", "make_view", "make_tiled_view", "tile_offsets", "place_mask", "mean_color", "PIL_FILTERS", "OPENAI_MEAN", "OPENAI_STD"]
 
 # The normalisation of OpenAI's CLIP preprocessing, which LLaVA and most CLIPs reuse.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -41,6 +47,19 @@ PIL_FILTERS = {
 
 
 @dataclass(frozen=True)
+class Tile:
+    """One square crop of a tiled view.
+
+    Attributes:
+        box: ``(left, top, right, bottom)`` of the crop in the view's image.
+        cell: ``(row, col)`` of the crop's top-left token in the stitched grid.
+    """
+
+    box: tuple[int, int, int, int]
+    cell: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class View:
     """What the auxiliary model is given for one image, and where the original sits in its frame.
 
@@ -48,11 +67,19 @@ class View:
         image: the image handed to the auxiliary model's preprocessing.
         frame_size: ``(width, height)`` in original pixels of the region the token grid covers.
         box: ``(left, top, right, bottom)`` of the original image inside the frame.
+        tiles: tiled geometry only: the crops of ``image`` the model sees, one forward each.
+        grid: tiled geometry only: ``(rows, cols)`` of the stitched token grid over the frame.
     """
 
     image: Image.Image
     frame_size: tuple[int, int]
     box: tuple[int, int, int, int]
+    tiles: tuple[Tile, ...] = ()
+    grid: tuple[int, int] | None = None
+
+    def crops(self) -> list[Image.Image]:
+        """The images the model sees: the tiles' crops, or the view's image when not tiled."""
+        return [self.image.crop(t.box) for t in self.tiles] if self.tiles else [self.image]
 
 
 def make_view(image: Image.Image, geometry: str, pad_color: tuple[int, int, int] = (0, 0, 0)) -> View:
@@ -68,13 +95,64 @@ def make_view(image: Image.Image, geometry: str, pad_color: tuple[int, int, int]
         canvas = Image.new("RGB", (side, side), tuple(int(c) for c in pad_color))
         canvas.paste(image, (left, top))
         return View(image=canvas, frame_size=(side, side), box=(left, top, left + w, top + h))
+    if geometry == "tiled":
+        raise AttnPromptError("the tiled geometry needs the model's input and grid size: use make_tiled_view")
     raise AttnPromptError(f"unknown geometry {geometry!r}")
+
+
+def tile_offsets(cells: int, tile: int, overlap: float) -> list[int]:
+    """Start cells of tiles of ``tile`` cells covering ``cells`` cells, evenly spread.
+
+    Neighbouring tiles share at least ``overlap`` of a tile (0 <= overlap < 1), so every object
+    away from the image border is seen whole by some tile.
+    """
+    if cells <= tile:
+        return [0]
+    stride = max(1, int(tile * (1.0 - overlap)))
+    count = math.ceil((cells - tile) / stride) + 1
+    return [round(i * (cells - tile) / (count - 1)) for i in range(count)]
+
+
+def make_tiled_view(
+    image: Image.Image,
+    side: int,
+    grid: int,
+    pad_color: tuple[int, int, int] = (0, 0, 0),
+    overlap: float = 0.5,
+) -> View:
+    """The ``tiled`` view: ``side``-pixel square crops at the model's native scale, ``grid`` tokens a side.
+
+    The image is resized (bicubic) so its short side is ``side``; the long side is padded with
+    ``pad_color`` to a whole number of tokens (less than one token of padding), and crops start
+    on token boundaries so their grids line up cell for cell. A square image gives the plain view.
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise AttnPromptError(f"tile overlap must be in [0, 1), got {overlap}")
+    w, h = image.size
+    if w == h:
+        return View(image=image, frame_size=(w, h), box=(0, 0, w, h))
+    scale = side / min(w, h)
+    rw, rh = max(side, round(w * scale)), max(side, round(h * scale))
+    resized = image.resize((rw, rh), Image.Resampling.BICUBIC)
+    cell = side / grid  # pixels per token at the model's scale
+    cols, rows = math.ceil(rw / cell - 1e-6), math.ceil(rh / cell - 1e-6)
+    canvas_size = (round(cols * cell), round(rows * cell))
+    canvas = Image.new("RGB", canvas_size, tuple(int(c) for c in pad_color))
+    canvas.paste(resized, (0, 0))
+    tiles = tuple(
+        Tile(box=(round(c * cell), round(r * cell), round(c * cell) + side, round(r * cell) + side), cell=(r, c))
+        for r in tile_offsets(rows, grid, overlap)
+        for c in tile_offsets(cols, grid, overlap)
+    )
+    # The frame is the canvas in original pixels; the original image sits at its top-left corner.
+    frame = (max(w, round(canvas_size[0] / scale)), max(h, round(canvas_size[1] / scale)))
+    return View(image=canvas, frame_size=frame, box=(0, 0, w, h), tiles=tiles, grid=(rows, cols))
 
 
 def place_mask(mask_u8: np.ndarray, view: View, interpolation: str) -> np.ndarray:
     """Resize an 8-bit token-grid mask onto the view's frame and cut out the original image.
 
-    ``mask_u8``: ``[P, P]`` uint8. Returns ``[H, W]`` uint8 for the original image. The resize is
+    ``mask_u8``: ``[P, P]`` uint8 (``[rows, cols]`` for a tiled view). Returns ``[H, W]`` uint8 for the original image. The resize is
     PIL's on the 8-bit image, exactly as the official ``invtrans``.
     """
     if mask_u8.dtype != np.uint8 or mask_u8.ndim != 2:

@@ -25,6 +25,7 @@ __all__ = [
     "soft_or",
     "merge_clip_maps",
     "postprocess_single_map",
+    "stitch",
 ]
 
 
@@ -132,3 +133,26 @@ def postprocess_single_map(attribution: torch.Tensor, *, enhance_coe: float, ker
     This is the official LVLM-path post-processing (no final re-normalisation).
     """
     return box_filter(enhance(minmax(attribution), enhance_coe), kernel)
+
+
+def stitch(tile_maps: torch.Tensor, cells: "list[tuple[int, int]]", grid: tuple[int, int]) -> torch.Tensor:
+    """Tile maps ``[N, p, p]`` placed at their ``(row, col)`` cells -> one ``[rows, cols]`` map.
+
+    Where tiles overlap, a cell is the mean of the raw values of every tile that saw it. Stitching
+    raw scores (before any min-max) is what makes the normalisation shared across tiles. A cell
+    no tile covers is an error.
+    """
+    if tile_maps.dim() != 3 or len(cells) != tile_maps.shape[0]:
+        raise ValueError(f"expected [N, p, p] maps for {len(cells)} tiles, got {tuple(tile_maps.shape)}")
+    p_h, p_w = tile_maps.shape[1:]
+    xc = tile_maps.to(_compute_dtype(tile_maps))
+    total = xc.new_zeros(grid)
+    count = xc.new_zeros(grid)
+    for m, (r, c) in zip(xc, cells):
+        if r < 0 or c < 0 or r + p_h > grid[0] or c + p_w > grid[1]:
+            raise ValueError(f"tile at cell {(r, c)} does not fit a {grid} grid")
+        total[r:r + p_h, c:c + p_w] += m
+        count[r:r + p_h, c:c + p_w] += 1
+    if bool((count == 0).any()):
+        raise ValueError("the tiles leave cells of the grid uncovered")
+    return (total / count).to(tile_maps.dtype)

@@ -183,7 +183,7 @@ class Prompter:
 
     def _annotate_batch(self, images: list[Image.Image], queries: list[str], config: MaskConfig) -> list[Annotation]:
         views = [self.auxiliary.view(im, config.geometry) for im in images]
-        attributions = self.auxiliary.attribute([v.image for v in views], queries, config)
+        attributions = self.auxiliary.attribute_views(views, queries, config)
         return [self._finish(im, q, v, a, config) for im, q, v, a in zip(images, queries, views, attributions)]
 
     def token_maps_from_tensors(self, pixel_values: torch.Tensor, tokens: Any, **overrides: Any) -> tuple[TokenMaps, torch.Tensor]:

@@ -21,7 +21,7 @@ from PIL import Image
 from .. import maps as mapmath
 from ..config import MaskConfig
 from ..errors import AttnPromptError
-from ..geometry import View, make_view
+from ..geometry import View, make_tiled_view, make_view
 from .clip_common import ClipTower, TokenMaps, compute_token_maps
 
 __all__ = [
@@ -228,6 +228,10 @@ class Auxiliary(ABC):
     def attribute(self, images: Sequence[Image.Image], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
         """Maps and masks for images already in their view, one query per image."""
 
+    def attribute_views(self, views: Sequence[View], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
+        """Maps and masks for views made by :meth:`view`, one query per view."""
+        return self.attribute([v.image for v in views], queries, config)
+
 
 class ClipAuxiliary(Auxiliary):
     """A CLIP model that produces ``psi_cls`` / ``psi_comp`` token maps for (image, query) pairs.
@@ -254,6 +258,11 @@ class ClipAuxiliary(Auxiliary):
     def image_size(self) -> int:
         """Side of the square input the tower sees."""
 
+    @property
+    @abstractmethod
+    def grid_size(self) -> int:
+        """Tokens per side of the tower's patch grid (``image_size // patch_size``)."""
+
     @abstractmethod
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """RGB images -> pixel tensor ``[B, 3, S, S]`` on the model's device and dtype."""
@@ -272,6 +281,8 @@ class ClipAuxiliary(Auxiliary):
         return self.tower.num_layers
 
     def view(self, image: Image.Image, geometry: str) -> View:
+        if geometry == "tiled":
+            return make_tiled_view(image, self.image_size, self.grid_size, self.pad_color)
         return make_view(image, geometry, self.pad_color)
 
     @staticmethod
@@ -289,6 +300,37 @@ class ClipAuxiliary(Auxiliary):
     def attribute(self, images: Sequence[Image.Image], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
         tm = self.token_maps(images, queries, self.clip_layers(config), config.comp_layer)
         return self.attributions(tm, config)
+
+    def attribute_views(self, views: Sequence[View], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
+        if not any(v.tiles for v in views):
+            return self.attribute([v.image for v in views], queries, config)
+        queries = check_queries(queries, len(views))
+        # Every crop of every view goes through the model in one batch; each view's crops are
+        # then stitched back together from their raw maps.
+        crops: list[Image.Image] = []
+        crop_queries: list[str] = []
+        for v, q in zip(views, queries):
+            vc = v.crops()
+            crops.extend(vc)
+            crop_queries.extend([q] * len(vc))
+        tm = self.token_maps(crops, crop_queries, self.clip_layers(config), config.comp_layer)
+        out: list[Attribution] = []
+        start = 0
+        for v in views:
+            n = max(1, len(v.tiles))
+            part = slice(start, start + n)
+            start += n
+            if not v.tiles:
+                stitched = TokenMaps(tm.psi_cls[part], None if tm.psi_comp is None else tm.psi_comp[part],
+                                     tm.layers, tm.comp_layer)
+            else:
+                cells = [t.cell for t in v.tiles]
+                grid = v.grid or (0, 0)
+                psi_comp = None if tm.psi_comp is None else mapmath.stitch(tm.psi_comp[part], cells, grid)[None]
+                stitched = TokenMaps(mapmath.stitch(tm.psi_cls[part], cells, grid)[None], psi_comp, tm.layers,
+                                     tm.comp_layer)
+            out.extend(self.attributions(stitched, config))
+        return out
 
     @staticmethod
     def merge(token_maps: TokenMaps, config: MaskConfig) -> torch.Tensor:

@@ -69,6 +69,10 @@ class HFClip(ClipAuxiliary):
     def image_size(self) -> int:
         return int(self.model.config.vision_config.image_size)
 
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // int(self.model.config.vision_config.patch_size)
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
         return pixels.to(self.device, self.dtype)

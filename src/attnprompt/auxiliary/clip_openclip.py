@@ -119,6 +119,11 @@ class OpenClip(ClipAuxiliary):
         size = self.model.visual.image_size
         return int(size[0] if isinstance(size, (tuple, list)) else size)
 
+    @property
+    def grid_size(self) -> int:
+        grid = self.model.visual.grid_size
+        return int(grid[0] if isinstance(grid, (tuple, list)) else grid)
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         pixels = torch.stack([self._preprocess(im) for im in images])
         return pixels.to(self.device, self.dtype)

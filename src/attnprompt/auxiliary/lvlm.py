@@ -119,6 +119,9 @@ class LvlmAuxiliary(Auxiliary):
         return tuple(sorted({resolve_layer(l, self.num_layers, "layer", "the language model") for l in chosen}))
 
     def check_config(self, config: MaskConfig) -> None:
+        if config.geometry == "tiled":
+            raise AttnPromptError("the tiled geometry is for CLIP auxiliary models; an LVLM reads the whole "
+                                  "image at once: use aligned")
         self.layers(config)
 
     def view(self, image: Image.Image, geometry: str) -> View:

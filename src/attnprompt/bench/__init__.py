@@ -1,0 +1,1 @@
+"""Evaluation: statistics shared by every benchmark and report."""

@@ -1,0 +1,363 @@
+"""``attnprompt eval``: one benchmark, one target model, several conditions -> answers, scores, a table.
+
+The run folder holds everything needed to resume and to report::
+
+    OUT/run.json                    the settings (a rerun must match them)
+    OUT/masks/<auxiliary>/          annotated images + manifest.jsonl, made by the core's manifest
+                                    job (attnprompt.jobs.run_manifest) and reused by every
+                                    condition and by later runs that point --masks-dir here
+    OUT/answers/<condition>.jsonl   one fsynced line per answered item (id, prompt, answer | error)
+    OUT/scores.json                 per condition: headline, per-category, official extras, units;
+                                    paired bootstrap of each condition against the baseline
+    OUT/table.md, OUT/table.csv     the table that is also printed
+
+A crash loses at most the batch in flight; rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from PIL import Image
+
+from ..errors import AttnPromptError
+from ..io import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from .conditions import Condition, get_conditions
+from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
+from .items import Item, Score
+from .stats import paired_bootstrap
+
+__all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
+
+ROW_ERRORS = (AttnPromptError, OSError, ValueError)
+
+
+class Target(Protocol):
+    """What the harness needs from a target model (HFTarget, OpenAIEndpointTarget...)."""
+
+    name: str
+
+    def answer(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[str]: ...
+
+
+def _query(item: Item) -> str:
+    """The question without the benchmark's answer-format instruction (the auxiliary's query)."""
+    text = item.question
+    for suffix in (VIZWIZ_SUFFIX, SHORT_ANSWER_SUFFIX, MULTIPLE_CHOICE_SUFFIX):
+        if text.endswith(suffix):
+            return text[: -len(suffix)].strip()
+    return text.strip()
+
+
+def _check_run(out: Path, settings: dict[str, Any]) -> None:
+    path = out / "run.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        for key in ("benchmark", "target", "limit", "preset"):
+            if key in old and old[key] != settings[key]:
+                raise AttnPromptError(
+                    f"{out} holds a run with {key}={old[key]!r}, not {settings[key]!r}: use another --out to keep both")
+        settings = {**old, **settings, "conditions": list(dict.fromkeys([*old.get("conditions", []),
+                                                                          *settings["conditions"]]))}
+    atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+
+
+def make_masks(
+    items: Sequence[Item],
+    prompter: Any,
+    folder: str | os.PathLike[str],
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[str, str | Exception]:
+    """Annotated images for every item through the core's manifest job; ``{id: path | error}``."""
+    from ..jobs import OUTPUT_MANIFEST, run_manifest
+
+    rows = [ManifestRow(id=it.id, image=it.image, question=_query(it), line=i + 1) for i, it in enumerate(items)]
+    run_manifest(prompter, rows, folder, batch_size=batch_size, progress=progress)
+    out: dict[str, str | Exception] = {}
+    for rec in read_jsonl_tolerant(Path(folder) / OUTPUT_MANIFEST):
+        if rec.get("status") == "ok" and rec.get("output"):
+            out[str(rec["id"])] = str(Path(folder) / rec["output"])
+        elif str(rec.get("id")) not in out:
+            out[str(rec.get("id"))] = AttnPromptError(str(rec.get("error") or "annotation failed"))
+    return out
+
+
+def _answer_condition(
+    condition: Condition,
+    items: Sequence[Item],
+    target: Target,
+    images: Mapping[str, str | Exception],
+    previous: Mapping[str, str] | None,
+    path: Path,
+    *,
+    chunk: int,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """Answer every item not yet in ``path``; returns ``{id: record}`` for all items in the file."""
+    old = read_jsonl_tolerant(path) if path.exists() else []
+    done = {str(r["id"]): r for r in old if "id" in r and r.get("answer") is not None}
+    todo = [it for it in items if it.id not in done]
+    bar = _bar(len(todo), f"answer {condition.name}", progress)
+    try:
+        for start in range(0, len(todo), chunk):
+            batch = todo[start:start + chunk]
+            ready: list[tuple[Item, Image.Image, str]] = []
+            for it in batch:
+                source = images.get(it.id, it.image)
+                try:
+                    if isinstance(source, Exception):
+                        raise source
+                    if previous is not None and it.id not in previous:
+                        raise AttnPromptError("no answer under 'original' to reflect on")
+                    prompt = condition.prompt(it.question, previous.get(it.id) if previous is not None else None)
+                    ready.append((it, load_image(source), prompt))
+                except ROW_ERRORS as exc:
+                    append_jsonl(path, {"id": it.id, "condition": condition.name, "answer": None, "error": str(exc)})
+                    bar.update(1)
+            if not ready:
+                continue
+            answers = target.answer([im for _, im, _ in ready], [p for _, _, p in ready])
+            for (it, _, prompt), text in zip(ready, answers):
+                rec = {"id": it.id, "condition": condition.name, "prompt": prompt, "answer": text, "error": None}
+                append_jsonl(path, rec)
+                done[it.id] = rec
+            bar.update(len(ready))
+    finally:
+        bar.close()
+    return done
+
+
+def score_answers(benchmark: str, items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:
+    """Score answers with the benchmark's official scorer (``judge`` for GPT-judged benchmarks)."""
+    from . import scorers
+
+    kind = BENCHMARKS[benchmark].scorer
+    rule_based: dict[str, Callable[..., Score]] = {
+        "vqa": scorers.score_vqa, "pope": scorers.score_pope, "mme": scorers.score_mme,
+        "mmbench": scorers.score_mmbench,
+    }
+    if kind in rule_based:
+        if kind == "mme":
+            return scorers.score_mme(items, answers, strict_pairs=False)
+        return rule_based[kind](items, answers)
+    from . import judges
+
+    if judge is None:
+        raise AttnPromptError(f"{benchmark} is scored by a GPT judge: give --judge MODEL (and --judge-endpoint URL)")
+    if kind == "mmvet-judge":
+        return judges.judge_mmvet(items, answers, judge)
+    if kind == "llavabench-judge":
+        return judges.judge_llavabench(items, answers, judge)
+    raise AttnPromptError(f"no scorer {kind!r} for {benchmark}")
+
+
+def evaluate(
+    benchmark: str,
+    data: str | os.PathLike[str],
+    target: Target,
+    conditions: str | Sequence[str],
+    out: str | os.PathLike[str],
+    *,
+    clip: Any = None,
+    lvlm: Any = None,
+    preset: str | None = None,
+    masks_dir: str | os.PathLike[str] | None = None,
+    judge: Any = None,
+    limit: int | None = None,
+    data_options: Mapping[str, Any] | None = None,
+    batch_size: int = 8,
+    n_boot: int = 2000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``conditions`` of ``benchmark`` on ``target`` and write the run folder (see the module doc).
+
+    ``clip`` / ``lvlm``: the auxiliary for the ``api-clip`` / ``api-lvlm`` conditions: a model name
+    (hub id, folder, shipped name) or a loaded :class:`attnprompt.Prompter`. ``preset`` is the
+    mask preset for both. Returns the content of ``scores.json``.
+    """
+    from ..prompter import Prompter
+
+    if benchmark not in BENCHMARKS:
+        raise AttnPromptError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    conds = get_conditions(conditions if isinstance(conditions, str) else list(conditions))
+    kind = BENCHMARKS[benchmark].scorer
+    if kind.endswith("-judge") and judge is None:
+        raise AttnPromptError(f"{benchmark} is scored by a GPT judge: give --judge MODEL (and --judge-endpoint URL)")
+    masks_needed = {c.mask for c in conds if c.mask}
+    auxiliaries = {"clip": clip, "lvlm": lvlm}
+    for m in sorted(masks_needed):
+        if auxiliaries[m] is None:
+            raise AttnPromptError(f"the {m} conditions need an auxiliary model: give --aux-{m} MODEL")
+    items = load_benchmark(benchmark, data, limit=limit, **dict(data_options or {}))
+    if not items:
+        raise AttnPromptError(f"{benchmark}: no items to evaluate in {data}")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "answers").mkdir(exist_ok=True)
+    names = [c.name for c in conds]
+    _check_run(root, {"benchmark": benchmark, "data": str(data), "target": target.name, "conditions": names,
+                      "limit": limit, "preset": preset,
+                      "auxiliary": {m: _model_name(auxiliaries[m]) for m in sorted(masks_needed)}})
+
+    images: dict[str | None, Mapping[str, str | Exception]] = {None: {}}
+    for m in sorted(masks_needed):
+        aux = auxiliaries[m]
+        prompter = aux if isinstance(aux, Prompter) else Prompter(str(aux), kind=m, preset=preset)
+        name = safe_stem(f"{m}-{_model_name(aux)}-{preset or 'default'}")
+        folder = Path(masks_dir) / name if masks_dir else root / "masks" / name
+        _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
+        images[m] = make_masks(items, prompter, folder, batch_size=batch_size, progress=progress)
+
+    records: dict[str, dict[str, dict[str, Any]]] = {}
+    order = ([get_conditions("original")[0]] if any(c.reflects for c in conds) and "original" not in names else []) + [
+        c for c in conds if c.name == "original"] + [c for c in conds if c.name != "original"]
+    for c in order:
+        previous = None
+        if c.reflects:
+            previous = {k: r["answer"] for k, r in records["original"].items()}
+        records[c.name] = _answer_condition(c, items, target, images[c.mask], previous,
+                                            root / "answers" / f"{safe_stem(c.name)}.jsonl",
+                                            chunk=max(1, batch_size) * 4, progress=progress)
+
+    result: dict[str, Any] = {"benchmark": benchmark, "target": target.name, "n_items": len(items),
+                              "conditions": {}, "baseline": None, "comparisons": {}}
+    scores: dict[str, Score] = {}
+    for c in conds:
+        answered = {k: str(r["answer"]) for k, r in records[c.name].items()}
+        scored_items = [it for it in items if it.id in answered]
+        if not scored_items:
+            raise AttnPromptError(f"condition {c.name}: no item could be answered (see {root / 'answers'})")
+        s = score_answers(benchmark, scored_items, answered, judge)
+        scores[c.name] = s
+        result["conditions"][c.name] = {
+            "overall": s.overall, "per_category": s.per_category, "extra": s.extra, "units": s.units,
+            "answered": len(scored_items), "errors": len(items) - len(scored_items),
+        }
+    baseline = "original" if "original" in scores else names[0]
+    result["baseline"] = baseline
+    for name, s in scores.items():
+        if name == baseline:
+            continue
+        shared = sorted(set(s.units) & set(scores[baseline].units))
+        cmp = paired_bootstrap([scores[baseline].units[k] for k in shared], [s.units[k] for k in shared],
+                               n_boot=n_boot, seed=seed)
+        scale = _unit_scale(scores[baseline])
+        cmp.update(diff=round(cmp["diff"] * scale, 4), ci=[round(v * scale, 4) for v in cmp["ci"]])
+        result["comparisons"][name] = cmp
+    atomic_write_text(root / "scores.json", json.dumps(result, indent=1) + "\n")
+    write_table([result], root)
+    return result
+
+
+def _unit_scale(score: Score) -> float:
+    """Units are fractions (0-1) while headlines are in % for most benchmarks: report CIs in %."""
+    units = list(score.units.values())
+    if not units:
+        return 1.0
+    mean = sum(units) / len(units)
+    return 100.0 if max(units) <= 1.0 and abs(score.overall - 100.0 * mean) < 1e-6 * max(1.0, score.overall) else 1.0
+
+
+def _model_name(aux: Any) -> str:
+    if aux is None:
+        return "none"
+    inner = getattr(aux, "auxiliary", None)
+    return str(getattr(inner, "name", None) or aux)
+
+
+def _say(enabled: bool, msg: str) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="q", desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+
+def _rows(results: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Rows: (target, condition); columns: per benchmark the headline, the difference to the
+    baseline with its 95% CI and the number of changed units, then the per-category scores."""
+    benchmarks = list(dict.fromkeys(r["benchmark"] for r in results))
+    cats = {b: list(dict.fromkeys(c for r in results if r["benchmark"] == b
+                                  for cond in r["conditions"].values() for c in cond["per_category"]))
+            for b in benchmarks}
+    header = ["target", "condition"]
+    for b in benchmarks:
+        header += [b, f"{b} diff [95% CI]", f"{b} changed"] + [f"{b}:{c}" for c in cats[b]]
+    table: dict[tuple[str, str], dict[str, str]] = {}
+    for r in results:
+        b = r["benchmark"]
+        for name, cond in r["conditions"].items():
+            row = table.setdefault((r["target"], name), {})
+            row[b] = f"{cond['overall']:.2f}"
+            cmp = r["comparisons"].get(name)
+            row[f"{b} diff [95% CI]"] = (f"{cmp['diff']:+.2f} [{cmp['ci'][0]:+.2f}, {cmp['ci'][1]:+.2f}]"
+                                         if cmp else "baseline")
+            row[f"{b} changed"] = str(cmp["changed"]) if cmp else ""
+            for c in cats[b]:
+                v = cond["per_category"].get(c)
+                row[f"{b}:{c}"] = "" if v is None else f"{v:.2f}"
+    body = [[t, cname] + [row.get(h, "") for h in header[2:]] for (t, cname), row in table.items()]
+    return header, body
+
+
+def format_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table of one or more runs' ``scores.json``."""
+    header, body = _rows(results)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(results: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``table.md`` and ``table.csv`` into ``folder``."""
+    header, body = _rows(results)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(body)
+    md, csv_path = Path(folder) / "table.md", Path(folder) / "table.csv"
+    atomic_write_text(md, format_table(results))
+    atomic_write_text(csv_path, buf.getvalue())
+    return md, csv_path
+
+
+def read_results(folders: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """The ``scores.json`` of each run folder (``attnprompt report``)."""
+    out = []
+    for f in folders:
+        path = Path(f) / "scores.json"
+        if not path.is_file():
+            raise AttnPromptError(f"{f} has no scores.json: is it an `attnprompt eval` output folder?")
+        try:
+            out.append(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise AttnPromptError(f"{path} is not valid JSON: {exc}") from None
+    return out

@@ -1,0 +1,290 @@
+"""Quality benchmarks on the shapes world: where the truth is known.
+
+- :func:`localization`: does a map point at the object the query names? Pointing, mass ratio
+  and rank-1 (:mod:`attnprompt.shapes.metrics`) for ``psi_cls`` per layer, of the last k layers
+  and of all layers, ``psi_comp`` inverted or not, the final masks of the ``official`` and
+  ``default`` presets, and the LVLM attention map; against a uniform map, a centre prior and the
+  query-agnostic CLS attention. Per query kind, and for square, 2:1 and 1:2 scenes under the
+  ``stretch``, ``aligned`` and ``tiled`` geometries.
+- :func:`vqa`: does the target model answer better on API-annotated images? Accuracy of the target
+  on original and annotated images (CLIP and LVLM auxiliaries), with a paired bootstrap 95%
+  confidence interval of each difference.
+
+Both are deterministic for fixed weights and seeds, return plain dicts (JSON-ready) and are
+printed as tables by ``benchmarks/localization.py`` and ``benchmarks/vqa.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..bench.stats import paired_bootstrap
+from ..geometry import View
+from .metrics import cell_layout, centre_map, score_map, uniform_scores
+from .world import Scene, make_dataset
+
+__all__ = ["QUERY_KINDS", "localization", "vqa", "geometry_table"]
+
+QUERY_KINDS = ("color+shape", "color", "shape")
+"""Query kinds that name one object (presence questions are about whether it exists at all)."""
+
+AGNOSTIC_QUERY = "an object"
+
+
+@dataclass
+class _Item:
+    scene: int
+    text: str
+    kind: str
+    target: int
+
+
+def _items(scenes: Sequence[Scene], kinds: Sequence[str]) -> list[_Item]:
+    return [_Item(i, q.text, q.kind, q.target) for i, s in enumerate(scenes) for q in s.queries()
+            if q.kind in kinds and q.target is not None]
+
+
+class _Tally:
+    """Running means of scores per (map name, query kind)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, dict[str, np.ndarray]] = {}
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def add(self, name: str, kind: str, scores: Any) -> None:
+        v = np.array([scores.pointing, scores.mass_ratio, scores.rank1])
+        for k in (kind, "all"):
+            self.sums.setdefault(name, {}).setdefault(k, np.zeros(3))
+            self.sums[name][k] += v
+            self.counts.setdefault(name, {}).setdefault(k, 0)
+            self.counts[name][k] += 1
+
+    def result(self) -> dict[str, dict[str, dict[str, float]]]:
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for name, per_kind in self.sums.items():
+            out[name] = {}
+            for k, s in per_kind.items():
+                n = self.counts[name][k]
+                p, m, r = (s / n).tolist()
+                out[name][k] = {"n": n, "pointing": round(p, 4), "mass_ratio": round(m, 3), "rank1": round(r, 4)}
+        return out
+
+
+def _clip_maps(prompter: Any, images: list, queries: list[str], geometry: str, batch_size: int,
+               **overrides: Any) -> tuple[list[Any], float]:
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = prompter.annotate(images, queries, batch_size=batch_size, geometry=geometry, **overrides)
+    return out, time.perf_counter() - t0
+
+
+def localization(
+    clip: str = "shapes-clip",
+    lvlm: str | None = "shapes-llava",
+    *,
+    n_scenes: int = 200,
+    seed: int = 12345,
+    aspects: Sequence[str] = ("square", "wide", "tall"),
+    geometries: Sequence[str] = ("stretch", "aligned", "tiled"),
+    kinds: Sequence[str] = QUERY_KINDS,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Localisation scores of every map on ``n_scenes`` scenes per aspect (see the module doc).
+
+    The detailed maps (per layer, last-k, psi_comp, presets, baselines, LVLM) are scored on square
+    scenes, where every geometry gives the same view. The geometry comparison scores the
+    all-layer ``psi_cls`` and the ``default`` preset's mask on every aspect under every geometry.
+    Returns ``{"square": {map: {kind: scores}}, "geometry": {...}, "settings": {...}}``.
+    """
+    from ..prompter import Prompter
+
+    say = progress or (lambda _msg: None)
+    prompter = Prompter(clip, kind="clip", device="cpu")
+    aux = prompter.auxiliary
+    n_layers = aux.num_layers
+    every = tuple(range(n_layers))
+    result: dict[str, Any] = {"settings": {"clip": clip, "lvlm": lvlm, "n_scenes": n_scenes, "seed": seed,
+                                           "kinds": list(kinds), "layers": n_layers}}
+
+    def view_of(image: Any, geometry: str) -> View:
+        return aux.view(image, geometry)
+
+    # -- square scenes: every map --------------------------------------------------------------
+    scenes = list(make_dataset(n_scenes, seed, aspect="square"))
+    items = _items(scenes, kinds)
+    images = [scenes[it.scene].image for it in items]
+    texts = [it.text for it in items]
+    tally = _Tally()
+    layout = cell_layout(view_of(scenes[0].image, "aligned"), (aux.grid_size, aux.grid_size), scenes[0].size)
+
+    def score_all(name: str, maps: Sequence[np.ndarray]) -> None:
+        for it, m in zip(items, maps):
+            tally.add(name, it.kind, score_map(m, layout, scenes[it.scene].masks, it.target))
+
+    say("square scenes: psi_cls per layer")
+    for layer in range(n_layers):
+        anns, _ = _clip_maps(prompter, images, texts, "aligned", batch_size, layers=(layer,), comp_layer=None)
+        score_all(f"psi_cls layer {layer}", [a.psi_cls for a in anns])
+    for k in (2, 3):
+        anns, _ = _clip_maps(prompter, images, texts, "aligned", batch_size, layers=every[-k:], comp_layer=None)
+        score_all(f"psi_cls last {k}", [a.psi_cls for a in anns])
+    anns, _ = _clip_maps(prompter, images, texts, "aligned", batch_size, layers=every, comp_layer=-2)
+    score_all("psi_cls all layers", [a.psi_cls for a in anns])
+    score_all("psi_comp inverted", [-a.psi_comp for a in anns])
+    score_all("psi_comp not inverted", [a.psi_comp for a in anns])
+    say("square scenes: preset masks and baselines")
+    for preset in ("official", "default"):
+        anns, _ = _clip_maps(prompter, images, texts, "aligned", batch_size,
+                             **{k: v for k, v in _preset(preset).items() if k != "geometry"})
+        score_all(f"mask {preset} preset", [a.mask for a in anns])
+    generic = [a.psi_cls for a in _clip_maps(prompter, [s.image for s in scenes], [AGNOSTIC_QUERY] * len(scenes),
+                                             "aligned", batch_size, layers=every, comp_layer=None)[0]]
+    score_all("baseline: query-agnostic", [generic[it.scene] for it in items])
+    centre = centre_map(layout, scenes[0].size)
+    score_all("baseline: centre", [centre] * len(items))
+    for it in items:
+        tally.add("baseline: uniform", it.kind, uniform_scores(layout, scenes[it.scene].masks, it.target))
+    if lvlm:
+        say("square scenes: LVLM attention")
+        lv = Prompter(lvlm, kind="lvlm", device="cpu")
+        with torch.inference_mode():
+            lanns = lv.annotate(images, texts, batch_size=batch_size)
+        score_all("lvlm attention", [a.attention for a in lanns])
+        score_all("lvlm mask", [a.mask for a in lanns])
+    result["square"] = tally.result()
+
+    # -- geometry: every aspect ---------------------------------------------------------------
+    geo: dict[str, Any] = {}
+    default = {k: v for k, v in _preset("default").items() if k != "geometry"}
+    for aspect in aspects:
+        a_scenes = scenes if aspect == "square" else list(make_dataset(n_scenes, seed, aspect=aspect))
+        a_items = _items(a_scenes, kinds)
+        a_images = [a_scenes[it.scene].image for it in a_items]
+        a_texts = [it.text for it in a_items]
+        for geometry in geometries:
+            say(f"geometry: {aspect} scenes, {geometry}")
+            t = _Tally()
+            v = view_of(a_scenes[0].image, geometry)
+            for name, overrides in (("psi_cls all layers", dict(layers=every, comp_layer=None)),
+                                    ("mask default preset", default)):
+                anns, seconds = _clip_maps(prompter, a_images, a_texts, geometry, batch_size, **overrides)
+                lay = cell_layout(v, anns[0].mask.shape, a_scenes[0].size)
+                for it, ann in zip(a_items, anns):
+                    m = ann.psi_cls if name.startswith("psi_cls") else ann.mask
+                    t.add(name, it.kind, score_map(m, lay, a_scenes[it.scene].masks, it.target))
+                if name.startswith("psi_cls"):
+                    oracle = sum(float((lay.cell_means(a_scenes[it.scene].masks[it.target].astype(float)) >= 0.5)
+                                       [lay.visible].any()) for it in a_items) / len(a_items)
+                    geo.setdefault(aspect, {})[geometry] = {
+                        "forwards_per_image": max(1, len(v.tiles)),
+                        "seconds_per_query": round(seconds / len(a_items), 5),
+                        "oracle_pointing": round(oracle, 4),
+                    }
+            geo[aspect][geometry]["scores"] = t.result()
+    result["geometry"] = geo
+    return result
+
+
+def _preset(name: str) -> dict[str, Any]:
+    from ..config import get_preset
+
+    return get_preset(name, kind="clip").to_dict()
+
+
+def geometry_table(result: dict[str, Any], map_name: str = "psi_cls all layers") -> dict[str, dict[str, float]]:
+    """Pointing (all kinds) per aspect and geometry, and each non-square score as a share of the
+    square score under the same geometry."""
+    geo = result["geometry"]
+    out: dict[str, dict[str, float]] = {}
+    for geometry in next(iter(geo.values())):
+        square = geo.get("square", {}).get(geometry, {}).get("scores", {}).get(map_name, {}).get("all", {})
+        row: dict[str, float] = {}
+        for aspect, per_geo in geo.items():
+            score = per_geo[geometry]["scores"][map_name]["all"]["pointing"]
+            row[aspect] = score
+            if aspect != "square" and square:
+                row[f"{aspect} / square"] = round(score / square["pointing"], 4) if square["pointing"] else 0.0
+        out[geometry] = row
+    return out
+
+
+# --- vqa ------------------------------------------------------------------------------------------
+
+
+VQA_KINDS = ("shape", "color", "color+shape", "presence")
+
+
+def vqa(
+    target: str = "shapes-llava",
+    clip: str = "shapes-clip",
+    lvlm: str | None = "shapes-llava",
+    *,
+    n_scenes: int = 200,
+    seed: int = 777,
+    n_objects: tuple[int, int] = (3, 5),
+    clutter: float = 2.0,
+    kinds: Sequence[str] = VQA_KINDS,
+    presets: Sequence[str] = ("default", "official"),
+    n_boot: int = 2000,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Accuracy of ``target`` on original vs API-annotated cluttered scenes (see the module doc).
+
+    Conditions: ``original``; ``api-clip/<preset>`` for each CLIP preset; ``api-lvlm`` (the LVLM
+    auxiliary's default preset). Answers are exact matches after lower-casing and stripping.
+    Each condition's difference to ``original`` comes with a paired bootstrap 95% CI.
+    """
+    from ..auxiliary.base import load_auxiliary
+    from ..prompter import Prompter
+
+    say = progress or (lambda _msg: None)
+    scenes = list(make_dataset(n_scenes, seed, n_objects=n_objects, clutter=clutter))
+    items = [(s, q) for s in scenes for q in s.queries() if q.kind in kinds]
+    texts = [q.text for _, q in items]
+    truth = [q.answer for _, q in items]
+    target_model = load_auxiliary(target, kind="lvlm", device="cpu")
+
+    def answers(images: list) -> list[str]:
+        out: list[str] = []
+        with torch.inference_mode():
+            for i in range(0, len(images), batch_size):
+                out += target_model.answer(images[i:i + batch_size], texts[i:i + batch_size], max_new_tokens=4)
+        return out
+
+    conditions: dict[str, list] = {"original": [s.image for s, _ in items]}
+    for preset in presets:
+        say(f"annotating with {clip} ({preset} preset)")
+        p = Prompter(clip, kind="clip", preset=preset, device="cpu")
+        with torch.inference_mode():
+            conditions[f"api-clip/{preset}"] = [a.image for a in p.annotate(conditions["original"], texts,
+                                                                               batch_size=batch_size)]
+    if lvlm:
+        say(f"annotating with {lvlm}")
+        lv = Prompter(lvlm, kind="lvlm", device="cpu", auxiliary=target_model if lvlm == target else None)
+        with torch.inference_mode():
+            conditions["api-lvlm"] = [a.image for a in lv.annotate(conditions["original"], texts,
+                                                                   batch_size=batch_size)]
+    correct: dict[str, np.ndarray] = {}
+    for name, images in conditions.items():
+        say(f"target answers: {name}")
+        got = answers(images)
+        correct[name] = np.array([a.strip().lower() == t for a, t in zip(got, truth)], dtype=float)
+
+    kinds_of = np.array([q.kind for _, q in items])
+    table: dict[str, Any] = {}
+    for name, c in correct.items():
+        row: dict[str, Any] = {"accuracy": round(float(c.mean()), 4), "n": int(len(c))}
+        row["per_kind"] = {k: round(float(c[kinds_of == k].mean()), 4) for k in kinds if (kinds_of == k).any()}
+        if name != "original":
+            row["vs_original"] = paired_bootstrap(correct["original"], c, n_boot=n_boot, seed=seed)
+        table[name] = row
+    return {"settings": {"target": target, "clip": clip, "lvlm": lvlm, "n_scenes": n_scenes, "seed": seed,
+                         "n_objects": list(n_objects), "clutter": clutter, "kinds": list(kinds)},
+            "conditions": table}

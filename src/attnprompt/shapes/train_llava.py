@@ -1,0 +1,480 @@
+"""Train a tiny LLaVA on shapes-world questions, saved as a Hugging Face ``LlavaForConditionalGeneration``.
+
+    python -m attnprompt.shapes.train_llava --out DIR --time-budget 600
+
+The recipe is LLaVA-1.5's, in miniature:
+
+- vision tower: the shipped ``shapes-clip`` vision encoder (6 x 96 ViT, 8-px patches on 64 px),
+  frozen; LLaVA reads its penultimate layer without the CLS token (64 image tokens);
+- projector: a two-layer GELU MLP (96 -> 128 -> 128), trained;
+- language model: a 4-layer Llama (width 128, 4 heads, 2 key/value heads), trained from scratch;
+- tokenizer: word-level (every word of the world is one token), the llava-hf chat format
+  ``"USER: <image>\\n{question} ASSISTANT:"``, answers ended by ``</s>``.
+
+Data: scenes of 1-5 objects with their questions (``Scene.queries()``): "what color is the
+square?", "what shape is the blue object?", "where is the red circle?" (a coarse position) and
+"is there a green star?" (yes/no). The loss is next-token cross-entropy on the answer tokens only.
+A fraction of the images (``p_prompted``) carry a synthetic attention prompt: a coarse, token-grid
+mask around one object blended in like an API annotation, and the question is then about that
+object, so the model learns to read dimmed images the way large VLMs have seen highlighted ones.
+
+Because the tower is frozen, each scene's image features are computed once when it enters the
+pool; a step runs only the projector and the language model. The saved folder loads with
+``AutoModelForImageTextToText.from_pretrained`` / ``AutoProcessor.from_pretrained`` and serves as
+the offline target model and the offline LVLM auxiliary (``--model shapes-llava``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..geometry import OPENAI_MEAN, OPENAI_STD
+from ..overlay import blend
+from .render import COLORS, SHAPES
+from .world import Query, Scene, make_dataset, make_scene, scene_seed
+
+__all__ = [
+    "TinyLlavaSpec",
+    "TrainConfig",
+    "WORDS",
+    "build_tokenizer",
+    "build_model",
+    "prompted_image",
+    "save_model_dir",
+    "train",
+    "answer_accuracy",
+    "main",
+]
+
+WORDS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        "user assistant".split()
+        + [*COLORS, *SHAPES]
+        + "a an the what where is there color colour shape object yes no top bottom left right center".split()
+    )
+)
+"""Every word of the prompts and answers; each is one token."""
+
+
+@dataclass(frozen=True)
+class TinyLlavaSpec:
+    """Hyper-parameters of the language side, as data (the vision side is the CLIP's)."""
+
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 384
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (the CLI's flags)."""
+
+    out: str
+    clip: str = "shapes-clip"
+    """The CLIP whose vision tower LLaVA uses: a short name of a shipped model or a folder."""
+    time_budget: float = 600.0
+    steps: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup: int = 50
+    planned_steps: int | None = None
+    pool: int = 3000
+    refresh: int = 16
+    """Pool entries replaced by fresh scenes after every step."""
+    n_objects: tuple[int, int] = (1, 5)
+    p_prompted: float = 0.3
+    tune_vision: bool = False
+    """Also fine-tune the vision tower (at ``vision_lr_scale`` x ``lr``); else it stays frozen."""
+    vision_lr_scale: float = 0.2
+    threads: int = 2
+    log: str | None = None
+    log_every: int = 10
+    checkpoint_every: int = 500
+    probe_scenes: int = 200
+
+
+# --- tokenizer, model, folder ---------------------------------------------------------------------
+
+
+def build_tokenizer() -> Any:
+    """The word-level Llama-style tokenizer with the llava-hf chat template (built offline)."""
+    from ..testing_lvlm import LLAVA_CHAT_TEMPLATE, LLAVA_SPECIALS, build_word_tokenizer
+
+    return build_word_tokenizer(WORDS, LLAVA_SPECIALS, bos="<s>", eos="</s>", pad="<pad>", add_bos=True,
+                                model_max_length=256, chat_template=LLAVA_CHAT_TEMPLATE)
+
+
+def _clip_folder(name: str) -> str:
+    from ..auxiliary.base import shipped_model
+
+    return shipped_model(name) or name
+
+
+def build_model(spec: TinyLlavaSpec, clip_dir: str, tokenizer: Any, seed: int = 0) -> Any:
+    """A ``LlavaForConditionalGeneration`` whose vision tower holds the CLIP's vision weights."""
+    from transformers import CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    clip = CLIPModel.from_pretrained(clip_dir)
+    vision = clip.config.vision_config
+    grid = vision.image_size // vision.patch_size
+    text = LlamaConfig(hidden_size=spec.hidden, intermediate_size=spec.intermediate, num_hidden_layers=spec.layers,
+                       num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
+                       vocab_size=len(tokenizer), max_position_embeddings=256,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=grid * grid,
+                         vision_feature_select_strategy="default", vision_feature_layer=-2,
+                         projector_hidden_act="gelu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config)
+    # LLaVA's tower is a CLIPVisionModel, the same module as CLIPModel.vision_model
+    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict(), strict=True)
+    gen = model.generation_config
+    eos = tokenizer.eos_token_id
+    gen.suppress_tokens = sorted({tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens} - {eos})
+    gen.begin_suppress_tokens = [eos]  # every answer has at least one word
+    gen.do_sample = False
+    gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = eos, tokenizer.pad_token_id, tokenizer.bos_token_id
+    gen.max_new_tokens = 8
+    return model
+
+
+def _processor(clip_dir: str, tokenizer: Any, patch_size: int) -> Any:
+    from transformers import AutoImageProcessor, LlavaProcessor
+
+    from ..testing_lvlm import LLAVA_CHAT_TEMPLATE
+
+    image_processor = AutoImageProcessor.from_pretrained(clip_dir)
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=LLAVA_CHAT_TEMPLATE)
+
+
+def save_model_dir(model: Any, processor: Any, spec: TinyLlavaSpec, folder: str | Path,
+                   extra: dict | None = None) -> Path:
+    """Save model and processor into ``folder`` atomically (a temporary sibling replaces it)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "tiny_llava_spec.json").write_text(json.dumps({**asdict(spec), **(extra or {})}, indent=1))
+        old = None
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def prompted_image(scene: Scene, target: int, rng: np.random.Generator, grid: int = 8) -> Image.Image:
+    """The scene with a synthetic attention prompt around object ``target``.
+
+    Like an API mask: a coarse ``grid x grid`` map (the target's cell coverage plus noise, softly
+    sharpened), upsampled with Lanczos and blended towards black or gray (0 or 200).
+    """
+    from ..geometry import View, place_mask
+    from ..overlay import mask_to_u8
+
+    m = scene.masks[target].astype(np.float32)
+    h, w = m.shape
+    cover = np.asarray(Image.fromarray(m).resize((grid, grid), Image.Resampling.BOX), np.float32)
+    noisy = cover + rng.uniform(0.0, 0.4) * rng.random((grid, grid), dtype=np.float32)
+    sharp = 1.0 / (1.0 + np.exp(-rng.uniform(2.0, 8.0) * (noisy - noisy.mean()) / (noisy.std() + 1e-6)))
+    sharp = (sharp - sharp.min()) / max(float(sharp.max() - sharp.min()), 1e-6)
+    floor = rng.uniform(0.0, 0.3)
+    mask = floor + (1.0 - floor) * sharp
+    pixel = place_mask(mask_to_u8(mask.astype(np.float32)), View(scene.image, (w, h), (0, 0, w, h)), "lanczos")
+    return blend(scene.image, pixel, int(rng.choice([0, 200])))
+
+
+class FeaturePool:
+    """Scenes with their vision inputs, partly replaced by fresh scenes every step.
+
+    Entry ``i`` holds one image (plain or prompted) and the scene's questions usable with it. With a
+    frozen tower the image is stored as its ``[64, D]`` features (computed once); with a tuned tower
+    as normalised pixels ``[3, S, S]``.
+    """
+
+    def __init__(self, model: Any, cfg: TrainConfig, image_size: int, grid: int) -> None:
+        self.model, self.cfg, self.image_size, self.grid = model, cfg, image_size, grid
+        self.rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 11]))
+        self.counter = 0
+        self.features: torch.Tensor | None = None
+        self.queries: list[list[Query]] = []
+        self.mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+        self._replace(list(range(cfg.pool)), fill=True)
+
+    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack([np.asarray(im, np.float32) for im in images])).permute(0, 3, 1, 2) / 255.0
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def encode(self, images: list[Image.Image]) -> torch.Tensor:
+        """LLaVA's image features before the projector: penultimate layer, CLS dropped ``[N, T, D]``."""
+        out = self.model.model.vision_tower(self._pixels(images), output_hidden_states=True)
+        return out.hidden_states[self.model.config.vision_feature_layer][:, 1:]
+
+    def _new(self) -> tuple[Image.Image, list[Query]]:
+        seed = scene_seed(self.cfg.seed + 1000, self.counter)
+        self.counter += 1
+        scene = make_scene(seed, size=(self.image_size, self.image_size), n_objects=self.cfg.n_objects)
+        queries = scene.queries(self.rng)
+        if self.rng.random() < self.cfg.p_prompted:
+            target = int(self.rng.integers(len(scene.objects)))
+            about = [q for q in queries if q.target == target or q.target is None]
+            return prompted_image(scene, target, self.rng, self.grid), about
+        return scene.image, queries
+
+    def _replace(self, indices: list[int], fill: bool = False) -> None:
+        made = [self._new() for _ in indices]
+        store = self._pixels if self.cfg.tune_vision else self.encode
+        feats = torch.cat([store([im for im, _ in made[i:i + 256]]) for i in range(0, len(made), 256)])
+        if fill:
+            self.features = feats
+            self.queries = [q for _, q in made]
+            return
+        assert self.features is not None
+        self.features[indices] = feats
+        for i, (_, q) in zip(indices, made):
+            self.queries[i] = q
+
+    def refresh(self, n: int) -> None:
+        if n > 0:
+            self._replace([int(i) for i in self.rng.choice(len(self.queries), size=n, replace=False)])
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[Query]]:
+        """``n`` entries: their stored features (or pixels) and one of each entry's questions."""
+        idx = rng.choice(len(self.queries), size=n, replace=False)
+        assert self.features is not None
+        picked = [self.queries[int(i)][int(rng.integers(len(self.queries[int(i)])))] for i in idx]
+        return self.features[torch.as_tensor(idx)], picked
+
+
+def _encode_batch(tokenizer: Any, queries: list[Query], n_image_tokens: int,
+                  image_token: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids, attention mask and labels (answer tokens and ``</s>`` only), right-padded."""
+    ids, labels = [], []
+    for q in queries:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q.text}]}],
+            add_generation_prompt=True, tokenize=False)
+        p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        at = p.index(image_token)
+        p = p[:at] + [image_token] * n_image_tokens + p[at + 1:]
+        a = tokenizer(q.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids.append(p + a)
+        labels.append([-100] * len(p) + a)
+    width = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+    attention = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+    label_t = torch.tensor([y + [-100] * (width - len(y)) for y in labels])
+    return input_ids, attention, label_t
+
+
+def _lr_at(step: int, cfg: TrainConfig, planned: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, planned - cfg.warmup))
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = True) -> dict[str, Any]:
+    """Train and save into ``cfg.out``; stops at ``cfg.steps`` or when ``cfg.time_budget`` seconds
+    (from the start, pool building included) would be exceeded. Returns a summary."""
+    spec = spec or TinyLlavaSpec()
+    start = time.monotonic()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    clip_dir = _clip_folder(cfg.clip)
+    tokenizer = build_tokenizer()
+    model = build_model(spec, clip_dir, tokenizer, cfg.seed)
+    vision = model.config.vision_config
+    grid = vision.image_size // vision.patch_size
+    processor = _processor(clip_dir, tokenizer, vision.patch_size)
+    tower = model.model.vision_tower
+    tower.requires_grad_(cfg.tune_vision).train(cfg.tune_vision)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in model.parameters())
+    groups = []
+    for in_tower in (False, True):
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n.startswith("model.vision_tower") == in_tower]
+        scale = cfg.vision_lr_scale if in_tower else 1.0
+        groups.append({"params": [p for n, p in named if p.ndim >= 2 and "embed" not in n],
+                       "weight_decay": cfg.weight_decay, "lr_scale": scale})
+        groups.append({"params": [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)],
+                       "weight_decay": 0.0, "lr_scale": scale})
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.98))
+    pool = FeaturePool(model, cfg, vision.image_size, grid)
+    image_token = model.config.image_token_id
+    embed = model.get_input_embeddings()
+    log = open(cfg.log, "a", encoding="utf-8") if cfg.log else None
+    if verbose:
+        print(f"tiny LLaVA: {n_params / 1e6:.2f} M parameters ({sum(p.numel() for p in trainable) / 1e6:.2f} M "
+              f"trained), vocab {len(tokenizer)}, pool {cfg.pool} ({time.monotonic() - start:.1f} s)", flush=True)
+
+    model.model.language_model.train()
+    model.model.multi_modal_projector.train()
+    planned = cfg.planned_steps or cfg.steps
+    step, losses, durations, step_time, stopped = 0, [], [], None, "steps"
+    while True:
+        elapsed = time.monotonic() - start
+        if cfg.steps is not None and step >= cfg.steps:
+            break
+        if step_time is not None and elapsed + step_time > cfg.time_budget:
+            stopped = "time"
+            break
+        if planned is None and step >= 10:
+            planned = max(cfg.warmup + 1, int((cfg.time_budget - elapsed) / float(np.median(durations[1:]))) + step)
+        t0 = time.monotonic()
+        lr = _lr_at(step, cfg, planned or 10**9)
+        for g in opt.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        feats, queries = pool.sample(cfg.batch_size, rng)  # [B, T, D] (frozen tower) or [B, 3, S, S]
+        if cfg.tune_vision:
+            hidden = tower(feats, output_hidden_states=True).hidden_states
+            feats = hidden[model.config.vision_feature_layer][:, 1:]  # [B, T, D], CLS dropped
+        input_ids, attention, labels = _encode_batch(tokenizer, queries, feats.shape[1], image_token)
+        embeds = embed(input_ids)  # [B, S, H]
+        image_embeds = model.model.multi_modal_projector(feats).to(embeds.dtype)  # [B, T, H]
+        embeds = embeds.masked_scatter((input_ids == image_token)[..., None], image_embeds)
+        logits = model(inputs_embeds=embeds, attention_mask=attention).logits
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        pool.refresh(cfg.refresh)
+        step += 1
+        dt = time.monotonic() - t0
+        step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
+        if len(durations) < 10:
+            durations.append(dt)
+        losses.append(float(loss.detach()))
+        if step % cfg.log_every == 0 or step == 1:
+            rec = {"step": step, "loss": round(losses[-1], 4), "lr": lr, "elapsed": round(time.monotonic() - start, 2)}
+            if log:
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            if verbose:
+                print(json.dumps(rec), flush=True)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save_model_dir(model.eval(), processor, spec, cfg.out, {"step": step})
+            model.model.language_model.train()
+            model.model.multi_modal_projector.train()
+            tower.train(cfg.tune_vision)
+
+    model.eval()
+    save_model_dir(model, processor, spec, cfg.out, {"step": step, "seed": cfg.seed})
+    summary: dict[str, Any] = {
+        "steps": step, "planned_steps": planned, "stopped": stopped, "elapsed": round(time.monotonic() - start, 2),
+        "params": n_params, "first_loss": losses[0] if losses else None,
+        "last_loss": float(np.mean(losses[-10:])) if losses else None, "out": str(cfg.out),
+    }
+    if log:
+        log.write(json.dumps({"summary": summary}) + "\n")
+        log.close()
+    return summary
+
+
+# --- quality probe --------------------------------------------------------------------------------
+
+
+def answer_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 4242,
+                    n_objects: tuple[int, int] = (1, 2), batch_size: int = 64) -> dict[str, Any]:
+    """Exact-match accuracy of the model's greedy answers per query kind, on fresh square scenes.
+
+    Goes through the public LVLM path (:class:`attnprompt.auxiliary.lvlm.LvlmAuxiliary.answer`).
+    """
+    from ..auxiliary.base import load_auxiliary
+
+    aux = load_auxiliary(str(model_dir), kind="lvlm", device="cpu")
+    items = [(s.image, q) for s in make_dataset(n_scenes, seed, n_objects=n_objects) for q in s.queries()]
+    answers: list[str] = []
+    with torch.inference_mode():
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            answers += aux.answer([im for im, _ in chunk], [q.text for _, q in chunk], max_new_tokens=4)
+    stats: dict[str, list[int]] = {}
+    for (_, q), a in zip(items, answers):
+        ok = int(a.strip().lower() == q.answer)
+        for key in (q.kind, "all"):
+            stats.setdefault(key, []).append(ok)
+    return {k: {"n": len(v), "accuracy": round(float(np.mean(v)), 4)} for k, v in stats.items()}
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m attnprompt.shapes.train_llava", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--clip", default="shapes-clip", help="CLIP folder (or shipped name) for the vision tower")
+    p.add_argument("--time-budget", type=float, default=600.0, help="seconds, everything included (default 600)")
+    p.add_argument("--steps", type=int, default=None, help="optional cap on optimiser steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--planned-steps", type=int, default=None)
+    p.add_argument("--pool", type=int, default=3000)
+    p.add_argument("--p-prompted", type=float, default=0.3, help="share of images with a synthetic attention prompt")
+    p.add_argument("--tune-vision", action="store_true", help="also fine-tune the vision tower (slower)")
+    p.add_argument("--vision-lr-scale", type=float, default=0.2, help="the tower's learning rate relative to --lr")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log", default=None, help="JSON lines: step, loss, lr, elapsed")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--probe-scenes", type=int, default=200, help="scenes for the accuracy probe (0: skip)")
+    a = p.parse_args(argv)
+    cfg = TrainConfig(out=a.out, clip=a.clip, time_budget=a.time_budget, steps=a.steps, seed=a.seed,
+                      batch_size=a.batch_size, lr=a.lr, warmup=a.warmup, planned_steps=a.planned_steps, pool=a.pool,
+                      p_prompted=a.p_prompted, tune_vision=a.tune_vision, vision_lr_scale=a.vision_lr_scale,
+                      threads=a.threads, log=a.log, checkpoint_every=a.checkpoint_every,
+                      probe_scenes=a.probe_scenes)
+    summary = train(cfg)
+    print(json.dumps({"summary": summary}), flush=True)
+    if cfg.probe_scenes > 0:
+        acc = answer_accuracy(cfg.out, n_scenes=cfg.probe_scenes)
+        print(json.dumps({"answer_accuracy": acc}), flush=True)
+        if cfg.log:
+            with open(cfg.log, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"answer_accuracy": acc}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""A local Hugging Face VLM as the target model: batched greedy answers with its chat template."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from .cache import AnswerCache, image_digest
+
+__all__ = ["HFTarget"]
+
+
+class HFTarget:
+    """A transformers vision-language model (LLaVA-1.5, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL) answering questions.
+
+    Loading, the chat template and batched greedy generation are the LVLM auxiliary's
+    (:class:`attnprompt.auxiliary.lvlm.LvlmAuxiliary`), so every family the auxiliary supports is
+    a target too. Answers go through ``cache`` when given, keyed by model, image pixels, prompt
+    and generation settings.
+
+    Args:
+        model: hub id or local folder (or a shipped name such as ``shapes-llava``).
+        device, dtype: as for :class:`attnprompt.Prompter`.
+        max_new_tokens: answer length limit (greedy decoding).
+        batch_size: questions per generate call.
+        cache: an :class:`AnswerCache`, or ``None``.
+        auxiliary: an already loaded LVLM (skips loading; lets auxiliary and target share weights).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_new_tokens: int = 128,
+        batch_size: int = 8,
+        cache: AnswerCache | None = None,
+        auxiliary: Any = None,
+    ) -> None:
+        from ..auxiliary.base import load_auxiliary
+
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        self.model = auxiliary or load_auxiliary(str(model), kind="lvlm", device=device, dtype=dtype)
+        self.name = f"hf:{model}"
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.cache = cache
+
+    def settings(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "dtype": str(self.model.dtype)}
+
+    def answer(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[str]:
+        """One greedy answer per (image, prompt), in order."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        out: list[str | None] = [None] * len(images)
+        keys: list[str | None] = [None] * len(images)
+        todo: list[int] = []
+        for i, (image, prompt) in enumerate(zip(images, prompts)):
+            if self.cache is not None:
+                keys[i] = self.cache.key(self.name, image_digest(image), prompt, self.settings())
+                hit = self.cache.get(keys[i])
+                if hit is not None:
+                    out[i] = hit
+                    continue
+            todo.append(i)
+        with torch.inference_mode():
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start:start + self.batch_size]
+                texts = self.model.answer([images[i] for i in chunk], [prompts[i] for i in chunk],
+                                          max_new_tokens=self.max_new_tokens)
+                for i, text in zip(chunk, texts):
+                    out[i] = text
+                    if self.cache is not None and keys[i] is not None:
+                        self.cache.put(keys[i], text, {"model": self.name, "prompt": prompts[i]})
+        return [o if o is not None else "" for o in out]
