@@ -121,3 +121,21 @@ def test_shipped_shapes_clip_loads_by_short_name_and_finds_the_object():
     target = scene.masks[query.target]
     mass_ratio = (result.pixel_mask * target).sum() / result.pixel_mask.sum() / target.mean()
     assert mass_ratio > 2.0  # the map concentrates on the named object (a uniform map gives 1.0)
+
+
+def test_schedule_and_atomic_folder(tmp_path):
+    from attnprompt.shapes.training import replace_folder, warmup_cosine
+
+    assert warmup_cosine(0, 1.0, 10, 110, 0.05) == pytest.approx(0.1)
+    assert warmup_cosine(10, 1.0, 10, 110, 0.05) == pytest.approx(1.0)
+    assert warmup_cosine(60, 1.0, 10, 110, 0.05) == pytest.approx(0.525)
+    assert warmup_cosine(500, 1.0, 10, 110, 0.05) == pytest.approx(0.05)
+
+    out = tmp_path / "model"
+    replace_folder(out, lambda d: (d / "a.txt").write_text("1"))
+    with pytest.raises(RuntimeError):
+        def broken(d):
+            (d / "a.txt").write_text("2")
+            raise RuntimeError("killed mid-save")
+        replace_folder(out, broken)
+    assert (out / "a.txt").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from PIL import Image
 
 from ..geometry import OPENAI_MEAN, OPENAI_STD, mean_color
 from .render import COLORS, SHAPES
+from .training import replace_folder, warmup_cosine
 from .world import Scene, make_dataset, make_scene, scene_seed
 
 __all__ = [
@@ -250,25 +250,13 @@ def _image_processor(spec: TinyClipSpec) -> Any:
 def save_model_dir(model: Any, spec: TinyClipSpec, folder: str | Path, extra: dict | None = None) -> Path:
     """Save model, tokenizer and image processor into ``folder`` atomically: everything is written
     to a temporary sibling folder first, which then replaces ``folder``."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         _image_processor(spec).save_pretrained(tmp)
         write_tokenizer_files(tmp, spec.context_length, check=False)
         (tmp / "tiny_clip_spec.json").write_text(json.dumps({**asdict(spec), **(extra or {})}, indent=1))
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+
+    return replace_folder(folder, write)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -392,10 +380,7 @@ def clip_loss(logits_per_image: torch.Tensor, false_negatives: torch.Tensor) -> 
 
 
 def _lr_at(step: int, cfg: TrainConfig, planned: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, planned - cfg.warmup))
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+    return warmup_cosine(step, cfg.lr, cfg.warmup, planned, floor=0.05)
 
 
 def train(cfg: TrainConfig, spec: TinyClipSpec | None = None, verbose: bool = True) -> dict[str, Any]:

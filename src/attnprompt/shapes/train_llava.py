@@ -28,11 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -47,6 +43,7 @@ from PIL import Image
 from ..geometry import OPENAI_MEAN, OPENAI_STD
 from ..overlay import blend
 from .render import COLORS, SHAPES
+from .training import replace_folder, warmup_cosine
 from .world import Query, Scene, make_dataset, make_scene, scene_seed
 
 __all__ = [
@@ -175,24 +172,13 @@ def _processor(clip_dir: str, tokenizer: Any, patch_size: int) -> Any:
 def save_model_dir(model: Any, processor: Any, spec: TinyLlavaSpec, folder: str | Path,
                    extra: dict | None = None) -> Path:
     """Save model and processor into ``folder`` atomically (a temporary sibling replaces it)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "tiny_llava_spec.json").write_text(json.dumps({**asdict(spec), **(extra or {})}, indent=1))
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+
+    return replace_folder(folder, write)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -306,10 +292,7 @@ def _encode_batch(tokenizer: Any, queries: list[Query], n_image_tokens: int,
 
 
 def _lr_at(step: int, cfg: TrainConfig, planned: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, planned - cfg.warmup))
-    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+    return warmup_cosine(step, cfg.lr, cfg.warmup, planned, floor=0.02)
 
 
 def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = True) -> dict[str, Any]:
