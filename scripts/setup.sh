@@ -35,7 +35,12 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   "${pip[@]}" $spec
 fi
-"${pip[@]}" -e ".[open_clip,lvlm,api,test]"
+if [ "$mode" = test ]; then
+  # lmms-eval too, so the plugin is tested against the real registry; its llava_hf imports decord.
+  "${pip[@]}" -e ".[open_clip,lvlm,api,lmms_eval,test]" decord
+else
+  "${pip[@]}" -e ".[open_clip,lvlm,api]"
+fi
 
 if [ "$mode" = demo ]; then
   exec .venv/bin/attnprompt demo --out attnprompt-demo

@@ -30,7 +30,9 @@ from attnprompt.integrations.lmms_eval import (
     split_model_args,
 )
 
-requires_lmms_eval = pytest.mark.skipif(not plugin.HAVE_LMMS_EVAL, reason="lmms-eval is not installed")
+# CI installs lmms-eval (scripts/setup.sh test): there a missing lmms-eval fails these tests instead of skipping.
+requires_lmms_eval = pytest.mark.skipif(not plugin.HAVE_LMMS_EVAL and not os.environ.get("CI"),
+                                        reason="lmms-eval is not installed (pip install 'attnprompt[lmms_eval]')")
 
 if plugin.HAVE_LMMS_EVAL:
     from lmms_eval.api.instance import Instance
