@@ -170,7 +170,8 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
     mask.add_argument("--interpolation", type=str.lower, choices=INTERPOLATIONS, help="map resize filter")
     mask.add_argument("--gray", type=int, help="background level 0-255 that masked regions fade to")
     mask.add_argument("--geometry", type=str.lower, choices=GEOMETRIES,
-                      help="stretch (official) or aligned (the grid lands where the model looked)")
+                      help="stretch (official), aligned (the grid lands where the model looked) or tiled (CLIP: "
+                           "native-scale crops stitched, one forward per crop)")
     mask.add_argument("--reduction", type=str.lower, choices=REDUCTIONS,
                       help="LVLM: official (softmax over the image span) or paper (attention weights)")
     mask.add_argument("--max-new-tokens", type=int, help="LVLM: length of the auxiliary answer (official: 20)")
