@@ -120,3 +120,16 @@ def test_tiled_is_refused_for_lvlm_auxiliaries(tmp_path):
     folder = make_tiny_llava_dir(tmp_path / "llava")
     with pytest.raises(AttnPromptError, match="tiled geometry is for CLIP"):
         Prompter(str(folder), device="cpu", geometry="tiled")
+
+
+def test_cli_tiled_geometry(tiny_clip_dir, tmp_path):
+    from attnprompt.cli import main
+
+    src = tmp_path / "wide.png"
+    _noise(96, 32, seed=7).save(src)
+    out = tmp_path / "out.png"
+    assert main(["annotate", str(src), "-q", "a red circle", "-o", str(out), "--model", str(tiny_clip_dir),
+                 "--device", "cpu", "--geometry", "tiled", "--save-maps"]) == 0
+    assert Image.open(out).size == (96, 32)
+    maps = np.load(tmp_path / "out.npz")
+    assert maps["psi_cls"].shape == (4, 12) and maps["pixel_mask"].shape == (32, 96)
