@@ -271,10 +271,12 @@ def _unit_scale(score: Score) -> float:
 
 
 def _model_name(aux: Any) -> str:
+    """A readable name: a hub id as given, a local folder (shipped models included) by its own name."""
     if aux is None:
         return "none"
     inner = getattr(aux, "auxiliary", None)
-    return str(getattr(inner, "name", None) or aux)
+    name = str(getattr(inner, "name", None) or aux)
+    return Path(name).name if os.path.isabs(name) or os.path.isdir(name) else name
 
 
 def _say(enabled: bool, msg: str) -> None:
