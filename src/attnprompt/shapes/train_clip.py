@@ -42,7 +42,7 @@ from PIL import Image
 
 from ..geometry import OPENAI_MEAN, OPENAI_STD, mean_color
 from .render import COLORS, SHAPES
-from .training import replace_folder, warmup_cosine
+from .training import replace_folder, run_loop, train_and_probe
 from .world import Scene, make_dataset, make_scene, scene_seed
 
 __all__ = [
@@ -379,10 +379,6 @@ def clip_loss(logits_per_image: torch.Tensor, false_negatives: torch.Tensor) -> 
 # --- training -------------------------------------------------------------------------------------
 
 
-def _lr_at(step: int, cfg: TrainConfig, planned: int) -> float:
-    return warmup_cosine(step, cfg.lr, cfg.warmup, planned, floor=0.05)
-
-
 def train(cfg: TrainConfig, spec: TinyClipSpec | None = None, verbose: bool = True) -> dict[str, Any]:
     """Train and save into ``cfg.out``. Stops at ``cfg.steps`` or when ``cfg.time_budget`` seconds
     (counted from the start, scene generation included) would be exceeded. Returns a summary."""
@@ -409,27 +405,11 @@ def train(cfg: TrainConfig, spec: TinyClipSpec | None = None, verbose: bool = Tr
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    log = open(cfg.log, "a", encoding="utf-8") if cfg.log else None
     if verbose:
         print(f"tiny CLIP: {n_params / 1e6:.2f} M parameters, vocab {len(vocab)}, pool {cfg.pool} scenes "
               f"({time.monotonic() - start:.1f} s)", flush=True)
 
-    planned = cfg.planned_steps or cfg.steps
-    step, losses, step_time = 0, [], None
-    durations: list[float] = []
-    stopped = "steps"
-    while True:
-        elapsed = time.monotonic() - start
-        if cfg.steps is not None and step >= cfg.steps:
-            break
-        if step_time is not None and elapsed + step_time > cfg.time_budget:
-            stopped = "time"
-            break
-        if planned is None and step >= 10:  # schedule length from the median of steps 2-10
-            per_step = float(np.median(durations[1:]))
-            planned = max(cfg.warmup + 1, int((cfg.time_budget - elapsed) / per_step) + step)
-        t0 = time.monotonic()
-        lr = _lr_at(step, cfg, planned or 10**9)
+    def step(lr: float) -> float:
         for g in opt.param_groups:
             g["lr"] = lr
         x, text, compat = _batch(pool, tokenizer, cfg, spec, rng)
@@ -442,37 +422,16 @@ def train(cfg: TrainConfig, spec: TinyClipSpec | None = None, verbose: bool = Tr
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, math.log(100.0))
         pool.refresh(cfg.refresh)
-        step += 1
-        dt = time.monotonic() - t0
-        step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
-        if len(durations) < 10:
-            durations.append(dt)
-        losses.append(float(loss.detach()))
-        if step % cfg.log_every == 0 or step == 1:
-            rec = {"step": step, "loss": round(losses[-1], 4), "lr": lr,
-                   "logit_scale": round(float(model.logit_scale.detach().exp()), 2),
-                   "elapsed": round(time.monotonic() - start, 2)}
-            if log:
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-            if verbose:
-                print(json.dumps(rec), flush=True)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            model.eval()
-            save_model_dir(model, spec, out, {"step": step})
+        return float(loss.detach())
+
+    def save(extra: dict[str, Any], final: bool) -> None:
+        model.eval()
+        save_model_dir(model, spec, out, extra)
+        if not final:
             model.train()
 
-    model.eval()
-    save_model_dir(model, spec, out, {"step": step, "seed": cfg.seed})
-    summary: dict[str, Any] = {
-        "steps": step, "planned_steps": planned, "stopped": stopped, "elapsed": round(time.monotonic() - start, 2),
-        "params": n_params, "first_loss": losses[0] if losses else None,
-        "last_loss": float(np.mean(losses[-10:])) if losses else None, "out": str(out),
-    }
-    if log:
-        log.write(json.dumps({"summary": summary}) + "\n")
-        log.close()
-    return summary
+    return run_loop(cfg, step, save, start=start, floor=0.05, params=n_params, verbose=verbose,
+                    log_extra=lambda: {"logit_scale": round(float(model.logit_scale.detach().exp()), 2)})
 
 
 # --- quality probe --------------------------------------------------------------------------------
@@ -565,15 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = TrainConfig(out=a.out, time_budget=a.time_budget, steps=a.steps, seed=a.seed, batch_size=a.batch_size,
                       lr=a.lr, warmup=a.warmup, planned_steps=a.planned_steps, pool=a.pool, threads=a.threads,
                       log=a.log, checkpoint_every=a.checkpoint_every, probe_scenes=a.probe_scenes)
-    summary = train(cfg)
-    print(json.dumps({"summary": summary}), flush=True)
-    if cfg.probe_scenes > 0:
-        acc = pointing_accuracy(cfg.out, n_scenes=cfg.probe_scenes)
-        print(json.dumps({"pointing_accuracy": acc}), flush=True)
-        if cfg.log:
-            with open(cfg.log, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"pointing_accuracy": acc}) + "\n")
-    return 0
+    return train_and_probe(cfg, train, "pointing_accuracy", pointing_accuracy)
 
 
 if __name__ == "__main__":

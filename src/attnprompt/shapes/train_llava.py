@@ -43,7 +43,7 @@ from PIL import Image
 from ..geometry import OPENAI_MEAN, OPENAI_STD
 from ..overlay import blend
 from .render import COLORS, SHAPES
-from .training import replace_folder, warmup_cosine
+from .training import replace_folder, run_loop, train_and_probe
 from .world import Query, Scene, make_dataset, make_scene, scene_seed
 
 __all__ = [
@@ -258,6 +258,7 @@ class FeaturePool:
             self.queries[i] = q
 
     def refresh(self, n: int) -> None:
+        n = min(n, len(self.queries))  # a pool smaller than the refresh count is replaced whole
         if n > 0:
             self._replace([int(i) for i in self.rng.choice(len(self.queries), size=n, replace=False)])
 
@@ -291,10 +292,6 @@ def _encode_batch(tokenizer: Any, queries: list[Query], n_image_tokens: int,
     return input_ids, attention, label_t
 
 
-def _lr_at(step: int, cfg: TrainConfig, planned: int) -> float:
-    return warmup_cosine(step, cfg.lr, cfg.warmup, planned, floor=0.02)
-
-
 def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = True) -> dict[str, Any]:
     """Train and save into ``cfg.out``; stops at ``cfg.steps`` or when ``cfg.time_budget`` seconds
     (from the start, pool building included) would be exceeded. Returns a summary."""
@@ -325,26 +322,16 @@ def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = T
     pool = FeaturePool(model, cfg, vision.image_size, grid)
     image_token = model.config.image_token_id
     embed = model.get_input_embeddings()
-    log = open(cfg.log, "a", encoding="utf-8") if cfg.log else None
     if verbose:
         print(f"tiny LLaVA: {n_params / 1e6:.2f} M parameters ({sum(p.numel() for p in trainable) / 1e6:.2f} M "
               f"trained), vocab {len(tokenizer)}, pool {cfg.pool} ({time.monotonic() - start:.1f} s)", flush=True)
 
-    model.model.language_model.train()
-    model.model.multi_modal_projector.train()
-    planned = cfg.planned_steps or cfg.steps
-    step, losses, durations, step_time, stopped = 0, [], [], None, "steps"
-    while True:
-        elapsed = time.monotonic() - start
-        if cfg.steps is not None and step >= cfg.steps:
-            break
-        if step_time is not None and elapsed + step_time > cfg.time_budget:
-            stopped = "time"
-            break
-        if planned is None and step >= 10:
-            planned = max(cfg.warmup + 1, int((cfg.time_budget - elapsed) / float(np.median(durations[1:]))) + step)
-        t0 = time.monotonic()
-        lr = _lr_at(step, cfg, planned or 10**9)
+    def train_mode() -> None:
+        model.model.language_model.train()
+        model.model.multi_modal_projector.train()
+        tower.train(cfg.tune_vision)
+
+    def step(lr: float) -> float:
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
         feats, queries = pool.sample(cfg.batch_size, rng)  # [B, T, D] (frozen tower) or [B, 3, S, S]
@@ -362,36 +349,15 @@ def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = T
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         pool.refresh(cfg.refresh)
-        step += 1
-        dt = time.monotonic() - t0
-        step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
-        if len(durations) < 10:
-            durations.append(dt)
-        losses.append(float(loss.detach()))
-        if step % cfg.log_every == 0 or step == 1:
-            rec = {"step": step, "loss": round(losses[-1], 4), "lr": lr, "elapsed": round(time.monotonic() - start, 2)}
-            if log:
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-            if verbose:
-                print(json.dumps(rec), flush=True)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save_model_dir(model.eval(), processor, spec, cfg.out, {"step": step})
-            model.model.language_model.train()
-            model.model.multi_modal_projector.train()
-            tower.train(cfg.tune_vision)
+        return float(loss.detach())
 
-    model.eval()
-    save_model_dir(model, processor, spec, cfg.out, {"step": step, "seed": cfg.seed})
-    summary: dict[str, Any] = {
-        "steps": step, "planned_steps": planned, "stopped": stopped, "elapsed": round(time.monotonic() - start, 2),
-        "params": n_params, "first_loss": losses[0] if losses else None,
-        "last_loss": float(np.mean(losses[-10:])) if losses else None, "out": str(cfg.out),
-    }
-    if log:
-        log.write(json.dumps({"summary": summary}) + "\n")
-        log.close()
-    return summary
+    def save(extra: dict[str, Any], final: bool) -> None:
+        save_model_dir(model.eval(), processor, spec, cfg.out, extra)
+        if not final:
+            train_mode()
+
+    train_mode()
+    return run_loop(cfg, step, save, start=start, floor=0.02, params=n_params, verbose=verbose)
 
 
 # --- quality probe --------------------------------------------------------------------------------
@@ -448,15 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       p_prompted=a.p_prompted, tune_vision=a.tune_vision, vision_lr_scale=a.vision_lr_scale,
                       threads=a.threads, log=a.log, checkpoint_every=a.checkpoint_every,
                       probe_scenes=a.probe_scenes)
-    summary = train(cfg)
-    print(json.dumps({"summary": summary}), flush=True)
-    if cfg.probe_scenes > 0:
-        acc = answer_accuracy(cfg.out, n_scenes=cfg.probe_scenes)
-        print(json.dumps({"answer_accuracy": acc}), flush=True)
-        if cfg.log:
-            with open(cfg.log, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"answer_accuracy": acc}) + "\n")
-    return 0
+    return train_and_probe(cfg, train, "answer_accuracy", answer_accuracy)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,36 @@
-"""What the shapes trainers share: the learning-rate schedule and atomic saving of a model folder."""
+"""What the shapes trainers share: the loop (step or time budget, schedule, log, checkpoints, summary),
+the learning-rate schedule, atomic saving of a model folder, and the CLI's train-then-probe ending."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
-__all__ = ["warmup_cosine", "replace_folder"]
+import numpy as np
+
+__all__ = ["LoopConfig", "warmup_cosine", "replace_folder", "run_loop", "train_and_probe"]
+
+
+class LoopConfig(Protocol):
+    """The training settings the loop reads (both trainers' ``TrainConfig`` have them)."""
+
+    out: str
+    time_budget: float
+    steps: int | None
+    seed: int
+    lr: float
+    warmup: int
+    planned_steps: int | None
+    log: str | None
+    log_every: int
+    checkpoint_every: int
+    probe_scenes: int
 
 
 def warmup_cosine(step: int, lr: float, warmup: int, planned: int, floor: float) -> float:
@@ -42,3 +62,86 @@ def replace_folder(folder: str | os.PathLike[str], write: Callable[[Path], None]
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def run_loop(
+    cfg: LoopConfig,
+    step: Callable[[float], float],
+    save: Callable[[dict[str, Any], bool], None],
+    *,
+    start: float,
+    floor: float,
+    params: int,
+    log_extra: Callable[[], dict[str, Any]] | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Run ``step(lr) -> loss`` until ``cfg.steps`` or the time budget (from ``start``) would be exceeded.
+
+    Without ``cfg.planned_steps`` or ``cfg.steps``, the cosine schedule's length is estimated from
+    the median duration of steps 2-10. Every ``log_every`` steps (and the first) a JSON record
+    (step, loss, lr, ``log_extra()``, elapsed) goes to ``cfg.log`` and, with ``verbose``, stdout.
+    ``save(extra, final)`` writes a checkpoint every ``checkpoint_every`` steps and the final model.
+    Returns the summary, which is also logged.
+    """
+    if cfg.log:
+        Path(cfg.log).parent.mkdir(parents=True, exist_ok=True)
+    log = open(cfg.log, "a", encoding="utf-8") if cfg.log else None
+    planned = cfg.planned_steps or cfg.steps
+    done, losses, durations, step_time, stopped = 0, [], [], None, "steps"
+    try:
+        while True:
+            elapsed = time.monotonic() - start
+            if cfg.steps is not None and done >= cfg.steps:
+                break
+            if step_time is not None and elapsed + step_time > cfg.time_budget:
+                stopped = "time"
+                break
+            if planned is None and done >= 10:
+                per_step = float(np.median(durations[1:]))
+                planned = max(cfg.warmup + 1, int((cfg.time_budget - elapsed) / per_step) + done)
+            t0 = time.monotonic()
+            lr = warmup_cosine(done, cfg.lr, cfg.warmup, planned or 10**9, floor)
+            losses.append(step(lr))
+            done += 1
+            dt = time.monotonic() - t0
+            step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
+            if len(durations) < 10:
+                durations.append(dt)
+            if done % cfg.log_every == 0 or done == 1:
+                rec = {"step": done, "loss": round(losses[-1], 4), "lr": lr, **(log_extra() if log_extra else {}),
+                       "elapsed": round(time.monotonic() - start, 2)}
+                if log:
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                if verbose:
+                    print(json.dumps(rec), flush=True)
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+                save({"step": done}, False)
+
+        save({"step": done, "seed": cfg.seed}, True)
+        summary: dict[str, Any] = {
+            "steps": done, "planned_steps": planned, "stopped": stopped,
+            "elapsed": round(time.monotonic() - start, 2), "params": params,
+            "first_loss": losses[0] if losses else None,
+            "last_loss": float(np.mean(losses[-10:])) if losses else None, "out": str(cfg.out),
+        }
+        if log:
+            log.write(json.dumps({"summary": summary}) + "\n")
+        return summary
+    finally:
+        if log:
+            log.close()
+
+
+def train_and_probe(cfg: LoopConfig, train: Callable[[Any], dict[str, Any]], name: str,
+                    probe: Callable[..., dict[str, Any]]) -> int:
+    """The trainers' CLI ending: train, print the summary, then probe the saved model (logged too)."""
+    summary = train(cfg)
+    print(json.dumps({"summary": summary}), flush=True)
+    if cfg.probe_scenes > 0:
+        result = probe(cfg.out, n_scenes=cfg.probe_scenes)
+        print(json.dumps({name: result}), flush=True)
+        if cfg.log:
+            with open(cfg.log, "a", encoding="utf-8") as f:
+                f.write(json.dumps({name: result}) + "\n")
+    return 0
