@@ -31,7 +31,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from attnprompt.bench.items import Item
 from attnprompt.errors import AttnPromptError
@@ -261,6 +261,24 @@ def _full(limit: int | None, n: int) -> bool:
     return limit is not None and n >= limit
 
 
+def _table_items(entries: Iterable[tuple[str, Any, Any]], limit: int | None, log: _Log,
+                 make: Callable[[Any, dict[str, Any]], Item]) -> list[Item]:
+    """Items ``make(key, row)`` from ``(where, key, row)`` entries of a JSON table, up to ``limit``;
+    a row that is not an object or that ``make`` rejects (``_BadRow``) is skipped and logged at ``where``."""
+    items: list[Item] = []
+    for where, key, row in entries:
+        if _full(limit, len(items)):
+            break
+        log.rows += 1
+        try:
+            if not isinstance(row, dict):
+                raise _BadRow("not a JSON object")
+            items.append(make(key, row))
+        except _BadRow as e:
+            log.bad(where, str(e))
+    return items
+
+
 # --------------------------------------------------------------------------------------------
 # item builders (shared by the local readers and load_from_hub)
 
@@ -373,17 +391,10 @@ def read_mmvet(data: str | os.PathLike[str], *, limit: int | None = None, prompt
     table = _read_json("mmvet", path)
     if not isinstance(table, dict):
         raise AttnPromptError(f"mmvet: {path} must hold a JSON object keyed by question id (see {DOCS})")
-    items: list[Item] = []
-    for key, row in table.items():
-        if _full(limit, len(items)):
-            break
-        log.rows += 1
-        try:
-            if not isinstance(row, dict):
-                raise _BadRow("not a JSON object")
-            items.append(_mmvet_item(key, _image_path(images, row.get("imagename")), row, prompt_suffix))
-        except _BadRow as e:
-            log.bad(f"{path} entry {key!r}", str(e))
+    items = _table_items(
+        ((f"{path} entry {key!r}", key, row) for key, row in table.items()), limit, log,
+        lambda key, row: _mmvet_item(key, _image_path(images, row.get("imagename")), row, prompt_suffix),
+    )
     return _finish(items, log, path, limit)
 
 
@@ -559,21 +570,13 @@ def read_textvqa(data: str | os.PathLike[str], *, limit: int | None = None, prom
     rows = table.get("data") if isinstance(table, dict) else None
     if not isinstance(rows, list):
         raise AttnPromptError(f"textvqa: {path} must hold {{\"data\": [...]}} (see {DOCS})")
-    items: list[Item] = []
-    for i, row in enumerate(rows):
-        if _full(limit, len(items)):
-            break
-        log.rows += 1
-        try:
-            if not isinstance(row, dict):
-                raise _BadRow("not a JSON object")
-            image = _image_path(images, _str(row, "image_id") + ".jpg")
-            items.append(Item(
-                id=_id(row, "question_id"), image=str(image), question=_str(row, "question") + prompt_suffix,
-                answers=_answer_strings(row.get("answers")),
-            ))
-        except _BadRow as e:
-            log.bad(f"{path} data[{i}]", str(e))
+
+    def make(_: int, row: dict[str, Any]) -> Item:
+        image = _image_path(images, _str(row, "image_id") + ".jpg")
+        return Item(id=_id(row, "question_id"), image=str(image), question=_str(row, "question") + prompt_suffix,
+                    answers=_answer_strings(row.get("answers")))
+
+    items = _table_items(((f"{path} data[{i}]", i, row) for i, row in enumerate(rows)), limit, log, make)
     return _finish(items, log, path, limit)
 
 
@@ -590,24 +593,16 @@ def read_vizwiz(data: str | os.PathLike[str], *, limit: int | None = None, promp
     rows = _read_json("vizwiz", path)
     if not isinstance(rows, list):
         raise AttnPromptError(f"vizwiz: {path} must hold a JSON list of questions (see {DOCS})")
-    items: list[Item] = []
-    for i, row in enumerate(rows):
-        if _full(limit, len(items)):
-            break
-        log.rows += 1
-        try:
-            if not isinstance(row, dict):
-                raise _BadRow("not a JSON object")
-            image = _image_path(images, row.get("image"))
-            atype = row.get("answer_type")
-            items.append(Item(
-                id=image.stem, image=str(image), question=_str(row, "question") + prompt_suffix,
-                answers=_answer_strings(row.get("answers")),
-                category=atype if isinstance(atype, str) and atype else None,
-                meta={"answerable": row.get("answerable")},
-            ))
-        except _BadRow as e:
-            log.bad(f"{path} entry {i}", str(e))
+
+    def make(_: int, row: dict[str, Any]) -> Item:
+        image = _image_path(images, row.get("image"))
+        atype = row.get("answer_type")
+        return Item(id=image.stem, image=str(image), question=_str(row, "question") + prompt_suffix,
+                    answers=_answer_strings(row.get("answers")),
+                    category=atype if isinstance(atype, str) and atype else None,
+                    meta={"answerable": row.get("answerable")})
+
+    items = _table_items(((f"{path} entry {i}", i, row) for i, row in enumerate(rows)), limit, log, make)
     return _finish(items, log, path, limit)
 
 
