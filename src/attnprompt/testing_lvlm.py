@@ -34,6 +34,7 @@ __all__ = [
     "LLAVA_CHAT_TEMPLATE",
     "QWEN2_VL_CHAT_TEMPLATE",
     "build_word_tokenizer",
+    "configure_generation",
     "randomize",
     "make_tiny_llava_dir",
     "make_tiny_llava_next_dir",
@@ -219,7 +220,7 @@ def _build_model(model_cls: Any, config: Any, seed: int) -> Any:
     return randomize(model, seed)
 
 
-def _configure_generation(model: Any, tokenizer: Any) -> None:
+def configure_generation(model: Any, tokenizer: Any) -> None:
     """Greedy by default; never emit special tokens other than eos, and never eos first."""
     eos = tokenizer.eos_token_id
     ids = {tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens} - {eos}
@@ -327,7 +328,7 @@ def make_tiny_llava_dir(
                                vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                chat_template=LLAVA_CHAT_TEMPLATE)
     model = _build_model(LlavaForConditionalGeneration, config, seed)
-    _configure_generation(model, tokenizer)
+    configure_generation(model, tokenizer)
     return _save(folder, model, processor)
 
 
@@ -374,7 +375,7 @@ def make_tiny_llava_next_dir(
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                    chat_template=LLAVA_CHAT_TEMPLATE)
     model = _build_model(LlavaNextForConditionalGeneration, config, seed)
-    _configure_generation(model, tokenizer)
+    configure_generation(model, tokenizer)
     return _save(folder, model, processor)
 
 
@@ -451,5 +452,5 @@ def make_tiny_qwen2_vl_dir(
         video_processor=Qwen2VLVideoProcessor(patch_size=patch_size, merge_size=merge, temporal_patch_size=2),
     )
     model = _build_model(Qwen2VLForConditionalGeneration, config, seed)
-    _configure_generation(model, tokenizer)
+    configure_generation(model, tokenizer)
     return _save(folder, model, processor)

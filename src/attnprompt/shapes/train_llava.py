@@ -148,13 +148,10 @@ def build_model(spec: TinyLlavaSpec, clip_dir: str, tokenizer: Any, seed: int = 
         model = LlavaForConditionalGeneration(config)
     # LLaVA's tower is a CLIPVisionModel, the same module as CLIPModel.vision_model
     model.model.vision_tower.load_state_dict(clip.vision_model.state_dict(), strict=True)
-    gen = model.generation_config
-    eos = tokenizer.eos_token_id
-    gen.suppress_tokens = sorted({tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens} - {eos})
-    gen.begin_suppress_tokens = [eos]  # every answer has at least one word
-    gen.do_sample = False
-    gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = eos, tokenizer.pad_token_id, tokenizer.bos_token_id
-    gen.max_new_tokens = 8
+    from ..testing_lvlm import configure_generation
+
+    configure_generation(model, tokenizer)  # greedy; no special token but eos, and never eos first
+    model.generation_config.max_new_tokens = 8
     return model
 
 
