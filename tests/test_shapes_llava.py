@@ -61,6 +61,26 @@ def test_folder_loads_like_a_hub_checkpoint(trained):
     assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 64
 
 
+def test_second_stage_goes_on_from_a_saved_model(trained, tmp_path):
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    first, _, _ = trained
+    out = tmp_path / "stage2"
+    cfg = TrainConfig(out=str(out), init=str(first), seed=1, steps=2, batch_size=4, pool=8, refresh=0, warmup=1,
+                      tune_vision=True, vision_lr_scale=1.0, probe_scenes=0, threads=1, checkpoint_every=0)
+    summary = train(cfg, verbose=False)
+    assert summary["steps"] == 2
+    before = LlavaForConditionalGeneration.from_pretrained(first).state_dict()
+    after = LlavaForConditionalGeneration.from_pretrained(out).state_dict()
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("vision_tower" in k for k in changed) and any("language_model" in k for k in changed)
+    # the small spec of the first stage is kept, not replaced by the default one
+    assert json.loads((out / "tiny_llava_spec.json").read_text())["hidden"] == SMALL.hidden
+    assert (out / "generation_config.json").read_text() == (first / "generation_config.json").read_text()
+
+
 def test_public_lvlm_path_answers_and_maps(trained):
     from attnprompt import Prompter
 

@@ -139,3 +139,34 @@ def test_schedule_and_atomic_folder(tmp_path):
             raise RuntimeError("killed mid-save")
         replace_folder(out, broken)
     assert (out / "a.txt").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_batched_false_negatives_match_the_pairwise_rule():
+    from attnprompt.shapes.train_clip import _compatible, _text_for, false_negatives
+    from attnprompt.shapes.world import make_dataset
+
+    rng = np.random.default_rng(3)
+    objects = [[(o.color, o.shape) for o in s.objects] for s in make_dataset(40, 9, n_objects=(1, 5))]
+    objects += [objects[0], objects[1]]  # identical object sets: captions are true of both images
+    texts = []
+    for objs in objects:
+        _, req, exhaustive = _text_for(objs, rng, 0.4, 0.3)
+        texts.append((req, exhaustive))
+    got = false_negatives(objects, texts).numpy()
+    want = np.array([[i != j and _compatible(objects[i], *texts[j]) for j in range(len(texts))]
+                     for i in range(len(objects))])
+    assert got.shape == (42, 42) and np.array_equal(got, want)
+    assert want.sum() > 42  # the check is not vacuous: many texts are true of other images
+
+
+def test_pools_are_the_same_for_any_number_of_workers():
+    from attnprompt.shapes.train_clip import ScenePool
+    from attnprompt.shapes.train_llava import _pool_entry
+    from attnprompt.shapes.training import parallel_map
+
+    one, two = ScenePool(10, 4, 64, 0.5, workers=1), ScenePool(10, 4, 64, 0.5, workers=2)
+    assert np.array_equal(one.pixels, two.pixels) and one.objects == two.objects
+    assert len({p.tobytes() for p in one.pixels}) == 10
+    jobs = [(0, i, 64, 8, (1, 3), 0.5) for i in range(6)]
+    serial, parallel = parallel_map(_pool_entry, jobs, 1), parallel_map(_pool_entry, jobs, 2)
+    assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(serial, parallel))

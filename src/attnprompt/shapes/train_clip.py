@@ -42,7 +42,7 @@ from PIL import Image
 
 from ..geometry import OPENAI_MEAN, OPENAI_STD, mean_color
 from .render import COLORS, SHAPES
-from .training import replace_folder, run_loop, train_and_probe
+from .training import parallel_map, replace_folder, run_loop, train_and_probe
 from .world import Scene, make_dataset, make_scene, scene_seed
 
 __all__ = [
@@ -112,6 +112,9 @@ class TrainConfig:
     p_phrase: float = 0.25
     """The rest (1 - p_caption - p_phrase) are queries in the library's templates."""
     threads: int = 2
+    device: str = "cpu"
+    workers: int = 1
+    """Processes that build the initial pool (a GPU run is starved by one)."""
     log: str | None = None
     log_every: int = 10
     checkpoint_every: int = 200
@@ -276,36 +279,45 @@ def letterbox(image: Image.Image, side: int, fill: tuple[int, int, int]) -> Imag
     return out
 
 
-class ScenePool:
-    """Scenes as uint8 arrays ``[N, S, S, 3]`` plus their (colour, shape) objects; refreshed in place."""
+def _pool_scene(job: tuple[int, int, int, float]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Pool scene ``index`` of dataset ``seed``: ``([S, S, 3] uint8, [(colour, shape), ...])``.
 
-    def __init__(self, size: int, seed: int, image_size: int, letterbox_frac: float) -> None:
+    Depends on its arguments alone (so pools can be built in parallel): a share ``letterbox_frac``
+    of the scenes are 2:1 or 1:2 scenes letterboxed into the square input.
+    """
+    seed, index, s, letterbox_frac = job
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7, index]))
+    boxed = rng.random() < letterbox_frac
+    size = ((2 * s, s) if rng.random() < 0.5 else (s, 2 * s)) if boxed else (s, s)
+    scene = make_scene(scene_seed(seed, index), size=size)
+    image = letterbox(scene.image, s, mean_color()) if boxed else scene.image
+    return np.asarray(image, np.uint8), [(o.color, o.shape) for o in scene.objects]
+
+
+class ScenePool:
+    """Scenes as uint8 arrays ``[N, S, S, 3]`` plus their (colour, shape) objects; refreshed in place.
+
+    The pool is built with ``workers`` processes (the same pool for any number); refreshing
+    happens in the training process, between steps.
+    """
+
+    def __init__(self, size: int, seed: int, image_size: int, letterbox_frac: float, workers: int = 1) -> None:
         self.seed, self.image_size, self.letterbox_frac = seed, image_size, letterbox_frac
         self.pixels = np.zeros((size, image_size, image_size, 3), np.uint8)
         self.objects: list[list[tuple[str, str]]] = [[] for _ in range(size)]
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-        self.counter = 0
-        self.fill = mean_color()
-        for i in range(size):
-            self._new(i)
+        made = parallel_map(_pool_scene, [self._job(i) for i in range(size)], workers)
+        for i, (pixels, objects) in enumerate(made):
+            self.pixels[i], self.objects[i] = pixels, objects
+        self.counter = size
 
-    def _new(self, i: int) -> None:
-        s = self.image_size
-        seed = scene_seed(self.seed, self.counter)
-        self.counter += 1
-        if self.rng.random() < self.letterbox_frac:
-            size = (2 * s, s) if self.rng.random() < 0.5 else (s, 2 * s)
-            scene = make_scene(seed, size=size)
-            image = letterbox(scene.image, s, self.fill)
-        else:
-            scene = make_scene(seed, size=(s, s))
-            image = scene.image
-        self.pixels[i] = np.asarray(image, np.uint8)
-        self.objects[i] = [(o.color, o.shape) for o in scene.objects]
+    def _job(self, index: int) -> tuple[int, int, int, float]:
+        return (self.seed, index, self.image_size, self.letterbox_frac)
 
     def refresh(self, n: int) -> None:
         for i in self.rng.choice(len(self.objects), size=min(n, len(self.objects)), replace=False):
-            self._new(int(i))
+            self.pixels[i], self.objects[i] = _pool_scene(self._job(self.counter))
+            self.counter += 1
 
 
 def _text_for(objects: list[tuple[str, str]], rng: np.random.Generator, p_caption: float,
@@ -338,11 +350,40 @@ def _text_for(objects: list[tuple[str, str]], rng: np.random.Generator, p_captio
 
 
 def _compatible(objects: list[tuple[str, str]], req: list[tuple[str | None, str | None]], exhaustive: bool) -> bool:
-    """Is a text with these requirements true of an image holding ``objects``?"""
+    """Is a text with these requirements true of an image holding ``objects``? (The reference
+    for :func:`false_negatives`, which computes it for a whole batch at once.)"""
     for c, s in req:
         if not any((c is None or c == oc) and (s is None or s == os_) for oc, os_ in objects):
             return False
     return not exhaustive or sorted(objects) == sorted(req)  # type: ignore[type-var]
+
+
+_CELLS = [(c, s) for c in COLORS for s in SHAPES]
+
+
+def false_negatives(objects: list[list[tuple[str, str]]],
+                    texts: list[tuple[list[tuple[str | None, str | None]], bool]]) -> torch.Tensor:
+    """``[image i, text j]``: text j (its requirements, exhaustive or not) is also true of image i, i != j.
+
+    Vectorised over the batch: objects become presence vectors over the (colour, shape) cells and
+    each requirement a set of allowed cells; a requirement holds when the two meet.
+    """
+    cell = {c: k for k, c in enumerate(_CELLS)}
+    n, k = len(objects), len(_CELLS)
+    present = np.zeros((n, k), bool)  # [N, K]
+    for i, objs in enumerate(objects):
+        present[i, [cell[o] for o in objs]] = True
+    r = max(1, max(len(req) for req, _ in texts))
+    allowed = np.ones((len(texts), r, k), bool)  # [T, R, K]; padding requirements hold for any image
+    for j, (req, _) in enumerate(texts):
+        for q, (c, s) in enumerate(req):
+            allowed[j, q] = [(c is None or c == cc) and (s is None or s == ss) for cc, ss in _CELLS]
+    holds = (present[:, None, None, :] & allowed[None]).any(-1).all(-1)  # [N, T]
+    exhaustive = np.array([ex for _, ex in texts])
+    same_set = (present[:, None, :] == present[None, :, :]).all(-1)  # [N, N]: exhaustive texts name image j's set
+    compat = holds & (~exhaustive[None, :] | same_set)
+    np.fill_diagonal(compat, False)
+    return torch.from_numpy(compat)
 
 
 def _batch(pool: ScenePool, tokenizer: Any, cfg: TrainConfig, spec: TinyClipSpec,
@@ -358,13 +399,7 @@ def _batch(pool: ScenePool, tokenizer: Any, cfg: TrainConfig, spec: TinyClipSpec
         t, r, ex = _text_for(pool.objects[i], rng, cfg.p_caption, cfg.p_phrase)
         texts.append(t)
         reqs.append((r, ex))
-    objs = [pool.objects[i] for i in idx]
-    n = len(idx)
-    compat = torch.zeros(n, n, dtype=torch.bool)  # [image i, text j]: text j is also true of image i
-    for j, (r, ex) in enumerate(reqs):
-        for i in range(n):
-            if i != j and _compatible(objs[i], r, ex):
-                compat[i, j] = True
+    compat = false_negatives([pool.objects[i] for i in idx], reqs)
     enc = tokenizer(texts, padding=True, truncation=True, max_length=spec.context_length, return_tensors="pt")
     return x, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, compat
 
@@ -372,7 +407,7 @@ def _batch(pool: ScenePool, tokenizer: Any, cfg: TrainConfig, spec: TinyClipSpec
 def clip_loss(logits_per_image: torch.Tensor, false_negatives: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE; ``false_negatives[i, j]`` masks pairs where text j also fits image i."""
     logits = logits_per_image.masked_fill(false_negatives, float("-inf"))
-    target = torch.arange(logits.shape[0])
+    target = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
@@ -397,10 +432,11 @@ def train(cfg: TrainConfig, spec: TinyClipSpec | None = None, verbose: bool = Tr
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     finally:
         shutil.rmtree(tok_dir, ignore_errors=True)
-    model = build_model(spec, len(vocab), cfg.seed).train()
+    device = torch.device(cfg.device)
+    model = build_model(spec, len(vocab), cfg.seed).to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
 
-    pool = ScenePool(cfg.pool, cfg.seed, spec.image_size, cfg.letterbox)
+    pool = ScenePool(cfg.pool, cfg.seed, spec.image_size, cfg.letterbox, cfg.workers)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -413,8 +449,8 @@ def train(cfg: TrainConfig, spec: TinyClipSpec | None = None, verbose: bool = Tr
         for g in opt.param_groups:
             g["lr"] = lr
         x, text, compat = _batch(pool, tokenizer, cfg, spec, rng)
-        outputs = model(pixel_values=x, **text)
-        loss = clip_loss(outputs.logits_per_image, compat)
+        outputs = model(pixel_values=x.to(device), **{k: v.to(device) for k, v in text.items()})
+        loss = clip_loss(outputs.logits_per_image, compat.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -516,14 +552,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--planned-steps", type=int, default=None,
                    help="cosine schedule length (default: --steps, else estimated from the time budget)")
     p.add_argument("--pool", type=int, default=3000)
+    p.add_argument("--refresh", type=int, default=16, help="pool scenes replaced after every step")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")
+    p.add_argument("--workers", type=int, default=1, help="processes that build the initial pool")
     p.add_argument("--log", default=None, help="JSON lines: step, loss, lr, elapsed")
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--probe-scenes", type=int, default=200, help="scenes for the pointing probe (0: skip)")
     a = p.parse_args(argv)
     cfg = TrainConfig(out=a.out, time_budget=a.time_budget, steps=a.steps, seed=a.seed, batch_size=a.batch_size,
-                      lr=a.lr, warmup=a.warmup, planned_steps=a.planned_steps, pool=a.pool, threads=a.threads,
-                      log=a.log, checkpoint_every=a.checkpoint_every, probe_scenes=a.probe_scenes)
+                      lr=a.lr, warmup=a.warmup, planned_steps=a.planned_steps, pool=a.pool, refresh=a.refresh,
+                      threads=a.threads, device=a.device, workers=a.workers, log=a.log,
+                      checkpoint_every=a.checkpoint_every, probe_scenes=a.probe_scenes)
     return train_and_probe(cfg, train, "pointing_accuracy", pointing_accuracy)
 
 

@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from PIL import Image
 from ..geometry import OPENAI_MEAN, OPENAI_STD
 from ..overlay import blend
 from .render import COLORS, SHAPES
-from .training import replace_folder, run_loop, train_and_probe
+from .training import parallel_map, replace_folder, run_loop, train_and_probe
 from .world import Query, Scene, make_dataset, make_scene, scene_seed
 
 __all__ = [
@@ -87,6 +88,8 @@ class TrainConfig:
     out: str
     clip: str = "shapes-clip"
     """The CLIP whose vision tower LLaVA uses: a short name of a shipped model or a folder."""
+    init: str | None = None
+    """Go on training a saved tiny LLaVA (a folder or shipped name) instead of building one on ``clip``."""
     time_budget: float = 600.0
     steps: int | None = None
     seed: int = 0
@@ -104,6 +107,9 @@ class TrainConfig:
     """Also fine-tune the vision tower (at ``vision_lr_scale`` x ``lr``); else it stays frozen."""
     vision_lr_scale: float = 0.2
     threads: int = 2
+    device: str = "cpu"
+    workers: int = 1
+    """Processes that build the initial pool (a GPU run is starved by one)."""
     log: str | None = None
     log_every: int = 10
     checkpoint_every: int = 500
@@ -202,69 +208,98 @@ def prompted_image(scene: Scene, target: int, rng: np.random.Generator, grid: in
     return blend(scene.image, pixel, int(rng.choice([0, 200])))
 
 
+def _pool_entry(job: tuple[int, int, int, int, tuple[int, int], float]) -> tuple[np.ndarray, list[Query]]:
+    """Pool entry ``index`` of training seed ``seed``: an image (``[S, S, 3]`` uint8, plain or
+    prompted) and the scene's questions usable with it.
+
+    Depends on its arguments alone, so pools can be built in parallel and are the same for any
+    number of workers.
+    """
+    seed, index, size, grid, n_objects, p_prompted = job
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11, index]))
+    scene = make_scene(scene_seed(seed + 1000, index), size=(size, size), n_objects=n_objects)
+    queries = scene.queries(rng)
+    if rng.random() < p_prompted:
+        target = int(rng.integers(len(scene.objects)))
+        about = [q for q in queries if q.target == target or q.target is None]
+        return np.asarray(prompted_image(scene, target, rng, grid), np.uint8), about
+    return np.asarray(scene.image, np.uint8), queries
+
+
 class FeaturePool:
-    """Scenes with their vision inputs, partly replaced by fresh scenes every step.
+    """Images with their questions, partly replaced by fresh ones every step.
 
     Entry ``i`` holds one image (plain or prompted) and the scene's questions usable with it. With a
     frozen tower the image is stored as its ``[64, D]`` features (computed once); with a tuned tower
-    as normalised pixels ``[3, S, S]``.
+    as normalised pixels ``[3, S, S]``. Both live on the model's device. The initial pool is built by
+    ``cfg.workers`` processes.
     """
 
     def __init__(self, model: Any, cfg: TrainConfig, image_size: int, grid: int) -> None:
         self.model, self.cfg, self.image_size, self.grid = model, cfg, image_size, grid
+        self.device = next(model.parameters()).device
         self.rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 11]))
-        self.counter = 0
         self.features: torch.Tensor | None = None
         self.queries: list[list[Query]] = []
-        self.mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
-        self.std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
-        self._replace(list(range(cfg.pool)), fill=True)
+        self.mean = torch.tensor(OPENAI_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(OPENAI_STD, device=self.device).view(1, 3, 1, 1)
+        made = parallel_map(_pool_entry, [self._job(i) for i in range(cfg.pool)], cfg.workers)
+        self.features = self._store(made)
+        self.queries = [q for _, q in made]
+        self.counter = cfg.pool
 
-    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
-        x = torch.from_numpy(np.stack([np.asarray(im, np.float32) for im in images])).permute(0, 3, 1, 2) / 255.0
+    def _job(self, index: int) -> tuple[int, int, int, int, tuple[int, int], float]:
+        c = self.cfg
+        lo, hi = c.n_objects
+        return (c.seed, index, self.image_size, self.grid, (lo, hi), c.p_prompted)
+
+    def _pixels(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255.0  # [N, 3, S, S]
         return (x - self.mean) / self.std
 
     @torch.no_grad()
-    def encode(self, images: list[Image.Image]) -> torch.Tensor:
+    def encode(self, images: np.ndarray) -> torch.Tensor:
         """LLaVA's image features before the projector: penultimate layer, CLS dropped ``[N, T, D]``."""
         out = self.model.model.vision_tower(self._pixels(images), output_hidden_states=True)
         return out.hidden_states[self.model.config.vision_feature_layer][:, 1:]
 
-    def _new(self) -> tuple[Image.Image, list[Query]]:
-        seed = scene_seed(self.cfg.seed + 1000, self.counter)
-        self.counter += 1
-        scene = make_scene(seed, size=(self.image_size, self.image_size), n_objects=self.cfg.n_objects)
-        queries = scene.queries(self.rng)
-        if self.rng.random() < self.cfg.p_prompted:
-            target = int(self.rng.integers(len(scene.objects)))
-            about = [q for q in queries if q.target == target or q.target is None]
-            return prompted_image(scene, target, self.rng, self.grid), about
-        return scene.image, queries
-
-    def _replace(self, indices: list[int], fill: bool = False) -> None:
-        made = [self._new() for _ in indices]
+    def _store(self, made: list[tuple[np.ndarray, list[Query]]]) -> torch.Tensor:
         store = self._pixels if self.cfg.tune_vision else self.encode
-        feats = torch.cat([store([im for im, _ in made[i:i + 256]]) for i in range(0, len(made), 256)])
-        if fill:
-            self.features = feats
-            self.queries = [q for _, q in made]
-            return
-        assert self.features is not None
-        self.features[indices] = feats
-        for i, (_, q) in zip(indices, made):
-            self.queries[i] = q
+        return torch.cat([store(np.stack([im for im, _ in made[i:i + 256]])) for i in range(0, len(made), 256)])
 
     def refresh(self, n: int) -> None:
         n = min(n, len(self.queries))  # a pool smaller than the refresh count is replaced whole
-        if n > 0:
-            self._replace([int(i) for i in self.rng.choice(len(self.queries), size=n, replace=False)])
+        if n <= 0:
+            return
+        indices = [int(i) for i in self.rng.choice(len(self.queries), size=n, replace=False)]
+        made = [_pool_entry(self._job(self.counter + k)) for k in range(n)]
+        self.counter += n
+        assert self.features is not None
+        self.features[torch.as_tensor(indices, device=self.device)] = self._store(made)
+        for i, (_, q) in zip(indices, made):
+            self.queries[i] = q
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[Query]]:
         """``n`` entries: their stored features (or pixels) and one of each entry's questions."""
         idx = rng.choice(len(self.queries), size=n, replace=False)
         assert self.features is not None
         picked = [self.queries[int(i)][int(rng.integers(len(self.queries[int(i)])))] for i in idx]
-        return self.features[torch.as_tensor(idx)], picked
+        return self.features[torch.as_tensor(idx, device=self.device)], picked
+
+
+@lru_cache(maxsize=8192)
+def _prompt_ids(tokenizer: Any, question: str) -> tuple[int, ...]:
+    """The chat prompt's token ids for one question (the template is rendered once per question)."""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True, tokenize=False)
+    return tuple(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+
+@lru_cache(maxsize=1024)
+def _answer_ids(tokenizer: Any, answer: str) -> tuple[int, ...]:
+    """The answer's token ids, ended by ``</s>``."""
+    return (*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
 
 
 def _encode_batch(tokenizer: Any, queries: list[Query], n_image_tokens: int,
@@ -272,13 +307,10 @@ def _encode_batch(tokenizer: Any, queries: list[Query], n_image_tokens: int,
     """Token ids, attention mask and labels (answer tokens and ``</s>`` only), right-padded."""
     ids, labels = [], []
     for q in queries:
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q.text}]}],
-            add_generation_prompt=True, tokenize=False)
-        p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        p = list(_prompt_ids(tokenizer, q.text))
         at = p.index(image_token)
         p = p[:at] + [image_token] * n_image_tokens + p[at + 1:]
-        a = tokenizer(q.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        a = list(_answer_ids(tokenizer, q.answer))
         ids.append(p + a)
         labels.append([-100] * len(p) + a)
     width = max(len(x) for x in ids)
@@ -292,17 +324,27 @@ def _encode_batch(tokenizer: Any, queries: list[Query], n_image_tokens: int,
 def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = True) -> dict[str, Any]:
     """Train and save into ``cfg.out``; stops at ``cfg.steps`` or when ``cfg.time_budget`` seconds
     (from the start, pool building included) would be exceeded. Returns a summary."""
-    spec = spec or TinyLlavaSpec()
     start = time.monotonic()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    clip_dir = _clip_folder(cfg.clip)
     tokenizer = build_tokenizer()
-    model = build_model(spec, clip_dir, tokenizer, cfg.seed)
+    device = torch.device(cfg.device)
+    if cfg.init:  # a second stage: go on from a saved tiny LLaVA (its weights, spec and processor)
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        init = _clip_folder(cfg.init)
+        saved = json.loads((Path(init) / "tiny_llava_spec.json").read_text())
+        spec = TinyLlavaSpec(**{k: saved[k] for k in asdict(TinyLlavaSpec())})
+        model = LlavaForConditionalGeneration.from_pretrained(init).to(device)
+        processor = AutoProcessor.from_pretrained(init)
+    else:
+        spec = spec or TinyLlavaSpec()
+        clip_dir = _clip_folder(cfg.clip)
+        model = build_model(spec, clip_dir, tokenizer, cfg.seed).to(device)
+        processor = _processor(clip_dir, tokenizer, model.config.vision_config.patch_size)
     vision = model.config.vision_config
     grid = vision.image_size // vision.patch_size
-    processor = _processor(clip_dir, tokenizer, vision.patch_size)
     tower = model.model.vision_tower
     tower.requires_grad_(cfg.tune_vision).train(cfg.tune_vision)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -335,7 +377,8 @@ def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = T
         if cfg.tune_vision:
             hidden = tower(feats, output_hidden_states=True).hidden_states
             feats = hidden[model.config.vision_feature_layer][:, 1:]  # [B, T, D], CLS dropped
-        input_ids, attention, labels = _encode_batch(tokenizer, queries, feats.shape[1], image_token)
+        input_ids, attention, labels = (t.to(device) for t in _encode_batch(tokenizer, queries, feats.shape[1],
+                                                                             image_token))
         embeds = embed(input_ids)  # [B, S, H]
         image_embeds = model.model.multi_modal_projector(feats).to(embeds.dtype)  # [B, T, H]
         embeds = embeds.masked_scatter((input_ids == image_token)[..., None], image_embeds)
@@ -390,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m attnprompt.shapes.train_llava", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--clip", default="shapes-clip", help="CLIP folder (or shipped name) for the vision tower")
+    p.add_argument("--init", default=None, help="go on training this saved tiny LLaVA (folder or shipped name)")
     p.add_argument("--time-budget", type=float, default=600.0, help="seconds, everything included (default 600)")
     p.add_argument("--steps", type=int, default=None, help="optional cap on optimiser steps")
     p.add_argument("--seed", type=int, default=0)
@@ -401,16 +445,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--p-prompted", type=float, default=0.3, help="share of images with a synthetic attention prompt")
     p.add_argument("--tune-vision", action="store_true", help="also fine-tune the vision tower (slower)")
     p.add_argument("--vision-lr-scale", type=float, default=0.2, help="the tower's learning rate relative to --lr")
+    p.add_argument("--refresh", type=int, default=16, help="pool entries replaced after every step")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")
+    p.add_argument("--workers", type=int, default=1, help="processes that build the initial pool")
     p.add_argument("--log", default=None, help="JSON lines: step, loss, lr, elapsed")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--probe-scenes", type=int, default=200, help="scenes for the accuracy probe (0: skip)")
     a = p.parse_args(argv)
-    cfg = TrainConfig(out=a.out, clip=a.clip, time_budget=a.time_budget, steps=a.steps, seed=a.seed,
+    cfg = TrainConfig(out=a.out, clip=a.clip, init=a.init, time_budget=a.time_budget, steps=a.steps, seed=a.seed,
                       batch_size=a.batch_size, lr=a.lr, warmup=a.warmup, planned_steps=a.planned_steps, pool=a.pool,
                       p_prompted=a.p_prompted, tune_vision=a.tune_vision, vision_lr_scale=a.vision_lr_scale,
-                      threads=a.threads, log=a.log, checkpoint_every=a.checkpoint_every,
-                      probe_scenes=a.probe_scenes)
+                      refresh=a.refresh, threads=a.threads, device=a.device, workers=a.workers, log=a.log,
+                      checkpoint_every=a.checkpoint_every, probe_scenes=a.probe_scenes)
     return train_and_probe(cfg, train, "answer_accuracy", answer_accuracy)
 
 

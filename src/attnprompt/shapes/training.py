@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Protocol, TypeVar
 
 import numpy as np
 
-__all__ = ["LoopConfig", "warmup_cosine", "replace_folder", "run_loop", "train_and_probe"]
+__all__ = ["LoopConfig", "warmup_cosine", "replace_folder", "parallel_map", "run_loop", "train_and_probe"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LoopConfig(Protocol):
@@ -62,6 +68,20 @@ def replace_folder(folder: str | os.PathLike[str], write: Callable[[Path], None]
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int = 1) -> list[R]:
+    """``[fn(x) for x in items]``, in ``workers`` processes when ``workers > 1``, in order.
+
+    Pools of scenes are built this way on many-core machines. ``fn`` must be a module-level function
+    whose result depends on its argument alone, so the pool is the same for any number of workers.
+    The processes are spawned, not forked, so this is safe after CUDA has been initialised.
+    """
+    if workers <= 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        return list(ex.map(fn, items, chunksize=max(1, len(items) // (8 * workers))))
 
 
 def run_loop(
