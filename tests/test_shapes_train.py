@@ -152,11 +152,13 @@ def test_batched_false_negatives_match_the_pairwise_rule():
     for objs in objects:
         _, req, exhaustive = _text_for(objs, rng, 0.4, 0.3)
         texts.append((req, exhaustive))
+    texts[5] = ([objects[0][0]], True)  # a caption naming a set that is no image's but the first's
     got = false_negatives(objects, texts).numpy()
     want = np.array([[i != j and _compatible(objects[i], *texts[j]) for j in range(len(texts))]
                      for i in range(len(objects))])
     assert got.shape == (42, 42) and np.array_equal(got, want)
     assert want.sum() > 42  # the check is not vacuous: many texts are true of other images
+    assert got[:, 40].sum() >= 1 and got[0, 40]  # the copied object sets: captions fit both images
 
 
 def test_pools_are_the_same_for_any_number_of_workers():

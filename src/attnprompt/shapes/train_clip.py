@@ -363,7 +363,8 @@ _CELLS = [(c, s) for c in COLORS for s in SHAPES]
 
 def false_negatives(objects: list[list[tuple[str, str]]],
                     texts: list[tuple[list[tuple[str | None, str | None]], bool]]) -> torch.Tensor:
-    """``[image i, text j]``: text j (its requirements, exhaustive or not) is also true of image i, i != j.
+    """``[image i, text j]``: text j (its requirements, exhaustive or not) is also true of image i, i != j
+    (``texts[j]`` is image j's text, so the diagonal is the positive pair).
 
     Vectorised over the batch: objects become presence vectors over the (colour, shape) cells and
     each requirement a set of allowed cells; a requirement holds when the two meet.
@@ -375,12 +376,15 @@ def false_negatives(objects: list[list[tuple[str, str]]],
         present[i, [cell[o] for o in objs]] = True
     r = max(1, max(len(req) for req, _ in texts))
     allowed = np.ones((len(texts), r, k), bool)  # [T, R, K]; padding requirements hold for any image
+    named = np.zeros((len(texts), k), bool)  # [T, K]: the cells a text's requirements allow, together
     for j, (req, _) in enumerate(texts):
         for q, (c, s) in enumerate(req):
             allowed[j, q] = [(c is None or c == cc) and (s is None or s == ss) for cc, ss in _CELLS]
+            named[j] |= allowed[j, q]
     holds = (present[:, None, None, :] & allowed[None]).any(-1).all(-1)  # [N, T]
     exhaustive = np.array([ex for _, ex in texts])
-    same_set = (present[:, None, :] == present[None, :, :]).all(-1)  # [N, N]: exhaustive texts name image j's set
+    # an exhaustive text (a caption) names fully specified objects: it fits only that exact set
+    same_set = (present[:, None, :] == named[None, :, :]).all(-1)  # [N, T]
     compat = holds & (~exhaustive[None, :] | same_set)
     np.fill_diagonal(compat, False)
     return torch.from_numpy(compat)
