@@ -359,6 +359,11 @@ def _compatible(objects: list[tuple[str, str]], req: list[tuple[str | None, str 
 
 
 _CELLS = [(c, s) for c in COLORS for s in SHAPES]
+_CELL_INDEX = {cell: k for k, cell in enumerate(_CELLS)}
+_ALLOWED = {(c, s): np.array([(c is None or c == cc) and (s is None or s == ss) for cc, ss in _CELLS])
+            for c in (*COLORS, None) for s in (*SHAPES, None)}
+"""Per requirement (colour or None, shape or None): the cells it allows, ``[K]`` (looked up once per
+requirement in the training step, not rebuilt)."""
 
 
 def false_negatives(objects: list[list[tuple[str, str]]],
@@ -369,22 +374,24 @@ def false_negatives(objects: list[list[tuple[str, str]]],
     Vectorised over the batch: objects become presence vectors over the (colour, shape) cells and
     each requirement a set of allowed cells; a requirement holds when the two meet.
     """
-    cell = {c: k for k, c in enumerate(_CELLS)}
     n, k = len(objects), len(_CELLS)
     present = np.zeros((n, k), bool)  # [N, K]
     for i, objs in enumerate(objects):
-        present[i, [cell[o] for o in objs]] = True
+        present[i, [_CELL_INDEX[o] for o in objs]] = True
     r = max(1, max(len(req) for req, _ in texts))
     allowed = np.ones((len(texts), r, k), bool)  # [T, R, K]; padding requirements hold for any image
     named = np.zeros((len(texts), k), bool)  # [T, K]: the cells a text's requirements allow, together
     for j, (req, _) in enumerate(texts):
-        for q, (c, s) in enumerate(req):
-            allowed[j, q] = [(c is None or c == cc) and (s is None or s == ss) for cc, ss in _CELLS]
+        for q, c_s in enumerate(req):
+            allowed[j, q] = _ALLOWED[c_s]
             named[j] |= allowed[j, q]
-    holds = (present[:, None, None, :] & allowed[None]).any(-1).all(-1)  # [N, T]
+    # counts of shared cells as matrix products: a requirement holds when it shares one with the image
+    p = present.astype(np.float32)
+    holds = ((p @ allowed.reshape(-1, k).T.astype(np.float32)) > 0).reshape(n, len(texts), r).all(-1)  # [N, T]
     exhaustive = np.array([ex for _, ex in texts])
     # an exhaustive text (a caption) names fully specified objects: it fits only that exact set
-    same_set = (present[:, None, :] == named[None, :, :]).all(-1)  # [N, T]
+    shared = p @ named.T.astype(np.float32)  # [N, T]
+    same_set = (shared == present.sum(1)[:, None]) & (shared == named.sum(1)[None, :])
     compat = holds & (~exhaustive[None, :] | same_set)
     np.fill_diagonal(compat, False)
     return torch.from_numpy(compat)
