@@ -42,7 +42,8 @@ from PIL import Image
 
 from ..geometry import OPENAI_MEAN, OPENAI_STD, mean_color
 from .render import COLORS, SHAPES
-from .training import parallel_map, replace_folder, run_loop, train_and_probe
+from .training import (LoopConfig, add_loop_arguments, config_from_args, parallel_map, replace_folder,
+                       run_loop, train_and_probe)
 from .world import Scene, make_dataset, make_scene, scene_seed
 
 __all__ = [
@@ -90,36 +91,15 @@ class TinyClipSpec:
 
 
 @dataclass
-class TrainConfig:
-    """Training settings (the CLI's flags)."""
+class TrainConfig(LoopConfig):
+    """Training settings (the CLI's flags): the shared loop settings and the CLIP's data mix."""
 
-    out: str
-    time_budget: float = 600.0
-    steps: int | None = None
-    seed: int = 0
     batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup: int = 50
-    planned_steps: int | None = None
-    """Length of the cosine schedule; default: ``steps`` or an estimate from the time budget."""
-    pool: int = 3000
-    refresh: int = 16
-    """Scenes of the pool replaced by fresh ones after every step."""
     letterbox: float = 0.2
     """Fraction of the pool that is 2:1 / 1:2 scenes letterboxed into the square input."""
     p_caption: float = 0.5
     p_phrase: float = 0.25
     """The rest (1 - p_caption - p_phrase) are queries in the library's templates."""
-    threads: int = 2
-    device: str = "cpu"
-    workers: int = 1
-    """Processes that build the initial pool (a GPU run is starved by one)."""
-    log: str | None = None
-    log_every: int = 10
-    checkpoint_every: int = 200
-    probe_scenes: int = 200
-    """Scenes for :func:`pointing_accuracy` after training (0: skip)."""
 
 
 # --- tokenizer ------------------------------------------------------------------------------------
@@ -553,28 +533,8 @@ def pointing_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 12
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m attnprompt.shapes.train_clip", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--time-budget", type=float, default=600.0, help="seconds, everything included (default 600)")
-    p.add_argument("--steps", type=int, default=None, help="optional cap on optimiser steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--planned-steps", type=int, default=None,
-                   help="cosine schedule length (default: --steps, else estimated from the time budget)")
-    p.add_argument("--pool", type=int, default=3000)
-    p.add_argument("--refresh", type=int, default=16, help="pool scenes replaced after every step")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")
-    p.add_argument("--workers", type=int, default=1, help="processes that build the initial pool")
-    p.add_argument("--log", default=None, help="JSON lines: step, loss, lr, elapsed")
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--probe-scenes", type=int, default=200, help="scenes for the pointing probe (0: skip)")
-    a = p.parse_args(argv)
-    cfg = TrainConfig(out=a.out, time_budget=a.time_budget, steps=a.steps, seed=a.seed, batch_size=a.batch_size,
-                      lr=a.lr, warmup=a.warmup, planned_steps=a.planned_steps, pool=a.pool, refresh=a.refresh,
-                      threads=a.threads, device=a.device, workers=a.workers, log=a.log,
-                      checkpoint_every=a.checkpoint_every, probe_scenes=a.probe_scenes)
+    add_loop_arguments(p, TrainConfig, "pointing")
+    cfg = config_from_args(TrainConfig, p.parse_args(argv))
     return train_and_probe(cfg, train, "pointing_accuracy", pointing_accuracy)
 
 

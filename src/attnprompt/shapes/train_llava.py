@@ -44,7 +44,8 @@ from PIL import Image
 from ..geometry import OPENAI_MEAN, OPENAI_STD
 from ..overlay import blend
 from .render import COLORS, SHAPES
-from .training import parallel_map, replace_folder, run_loop, train_and_probe
+from .training import (LoopConfig, add_loop_arguments, config_from_args, parallel_map, replace_folder,
+                       run_loop, train_and_probe)
 from .world import Query, Scene, make_dataset, make_scene, scene_seed
 
 __all__ = [
@@ -82,38 +83,21 @@ class TinyLlavaSpec:
 
 
 @dataclass
-class TrainConfig:
-    """Training settings (the CLI's flags)."""
+class TrainConfig(LoopConfig):
+    """Training settings (the CLI's flags): the shared loop settings and the LLaVA's own."""
 
-    out: str
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    checkpoint_every: int = 500
     clip: str = "shapes-clip"
     """The CLIP whose vision tower LLaVA uses: a short name of a shipped model or a folder."""
     init: str | None = None
     """Go on training a saved tiny LLaVA (a folder or shipped name) instead of building one on ``clip``."""
-    time_budget: float = 600.0
-    steps: int | None = None
-    seed: int = 0
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup: int = 50
-    planned_steps: int | None = None
-    pool: int = 3000
-    refresh: int = 16
-    """Pool entries replaced by fresh scenes after every step."""
     n_objects: tuple[int, int] = (1, 5)
     p_prompted: float = 0.3
     tune_vision: bool = False
     """Also fine-tune the vision tower (at ``vision_lr_scale`` x ``lr``); else it stays frozen."""
     vision_lr_scale: float = 0.2
-    threads: int = 2
-    device: str = "cpu"
-    workers: int = 1
-    """Processes that build the initial pool (a GPU run is starved by one)."""
-    log: str | None = None
-    log_every: int = 10
-    checkpoint_every: int = 500
-    probe_scenes: int = 200
 
 
 # --- tokenizer, model, folder ---------------------------------------------------------------------
@@ -127,7 +111,8 @@ def build_tokenizer() -> Any:
                                 model_max_length=256, chat_template=LLAVA_CHAT_TEMPLATE)
 
 
-def _clip_folder(name: str) -> str:
+def _model_folder(name: str) -> str:
+    """A shipped model's folder for its short name; any other name is a folder already."""
     from ..auxiliary.base import shipped_model
 
     return shipped_model(name) or name
@@ -333,14 +318,14 @@ def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = T
     if cfg.init:  # a second stage: go on from a saved tiny LLaVA (its weights, spec and processor)
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-        init = _clip_folder(cfg.init)
+        init = _model_folder(cfg.init)
         saved = json.loads((Path(init) / "tiny_llava_spec.json").read_text())
         spec = TinyLlavaSpec(**{k: saved[k] for k in asdict(TinyLlavaSpec())})
         model = LlavaForConditionalGeneration.from_pretrained(init).to(device)
         processor = AutoProcessor.from_pretrained(init)
     else:
         spec = spec or TinyLlavaSpec()
-        clip_dir = _clip_folder(cfg.clip)
+        clip_dir = _model_folder(cfg.clip)
         model = build_model(spec, clip_dir, tokenizer, cfg.seed).to(device)
         processor = _processor(clip_dir, tokenizer, model.config.vision_config.patch_size)
     vision = model.config.vision_config
@@ -351,7 +336,8 @@ def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = T
     n_params = sum(p.numel() for p in model.parameters())
     groups = []
     for in_tower in (False, True):
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n.startswith("model.vision_tower") == in_tower]
+        named = [(n, p) for n, p in model.named_parameters()
+                 if p.requires_grad and n.startswith("model.vision_tower") == in_tower]
         scale = cfg.vision_lr_scale if in_tower else 1.0
         groups.append({"params": [p for n, p in named if p.ndim >= 2 and "embed" not in n],
                        "weight_decay": cfg.weight_decay, "lr_scale": scale})
@@ -431,33 +417,16 @@ def answer_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 4242
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m attnprompt.shapes.train_llava", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--clip", default="shapes-clip", help="CLIP folder (or shipped name) for the vision tower")
-    p.add_argument("--init", default=None, help="go on training this saved tiny LLaVA (folder or shipped name)")
-    p.add_argument("--time-budget", type=float, default=600.0, help="seconds, everything included (default 600)")
-    p.add_argument("--steps", type=int, default=None, help="optional cap on optimiser steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--planned-steps", type=int, default=None)
-    p.add_argument("--pool", type=int, default=3000)
-    p.add_argument("--p-prompted", type=float, default=0.3, help="share of images with a synthetic attention prompt")
+    add_loop_arguments(p, TrainConfig, "accuracy")
+    d = TrainConfig(out="")
+    p.add_argument("--clip", default=d.clip, help="CLIP folder (or shipped name) for the vision tower")
+    p.add_argument("--init", default=d.init, help="go on training this saved tiny LLaVA (folder or shipped name)")
+    p.add_argument("--p-prompted", type=float, default=d.p_prompted,
+                   help="share of images with a synthetic attention prompt")
     p.add_argument("--tune-vision", action="store_true", help="also fine-tune the vision tower (slower)")
-    p.add_argument("--vision-lr-scale", type=float, default=0.2, help="the tower's learning rate relative to --lr")
-    p.add_argument("--refresh", type=int, default=16, help="pool entries replaced after every step")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")
-    p.add_argument("--workers", type=int, default=1, help="processes that build the initial pool")
-    p.add_argument("--log", default=None, help="JSON lines: step, loss, lr, elapsed")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--probe-scenes", type=int, default=200, help="scenes for the accuracy probe (0: skip)")
-    a = p.parse_args(argv)
-    cfg = TrainConfig(out=a.out, clip=a.clip, init=a.init, time_budget=a.time_budget, steps=a.steps, seed=a.seed,
-                      batch_size=a.batch_size, lr=a.lr, warmup=a.warmup, planned_steps=a.planned_steps, pool=a.pool,
-                      p_prompted=a.p_prompted, tune_vision=a.tune_vision, vision_lr_scale=a.vision_lr_scale,
-                      refresh=a.refresh, threads=a.threads, device=a.device, workers=a.workers, log=a.log,
-                      checkpoint_every=a.checkpoint_every, probe_scenes=a.probe_scenes)
+    p.add_argument("--vision-lr-scale", type=float, default=d.vision_lr_scale,
+                   help="the tower's learning rate relative to --lr")
+    cfg = config_from_args(TrainConfig, p.parse_args(argv))
     return train_and_probe(cfg, train, "answer_accuracy", answer_accuracy)
 
 

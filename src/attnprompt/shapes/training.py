@@ -3,6 +3,8 @@ the learning-rate schedule, atomic saving of a model folder, and the CLI's train
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -10,33 +12,79 @@ import os
 import shutil
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Protocol, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-__all__ = ["LoopConfig", "warmup_cosine", "replace_folder", "parallel_map", "run_loop", "train_and_probe"]
+__all__ = ["LoopConfig", "add_loop_arguments", "config_from_args", "warmup_cosine", "replace_folder",
+           "parallel_map", "run_loop", "train_and_probe"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+C = TypeVar("C", bound="LoopConfig")
 
 
-class LoopConfig(Protocol):
-    """The training settings the loop reads (both trainers' ``TrainConfig`` have them)."""
+@dataclass
+class LoopConfig:
+    """The settings both trainers share (each trainer's ``TrainConfig`` extends them and may
+    change their defaults)."""
 
     out: str
-    time_budget: float
-    steps: int | None
-    seed: int
-    lr: float
-    warmup: int
-    planned_steps: int | None
-    log: str | None
-    log_every: int
-    checkpoint_every: int
-    probe_scenes: int
+    time_budget: float = 600.0
+    steps: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 50
+    planned_steps: int | None = None
+    """Length of the cosine schedule; default: ``steps`` or an estimate from the time budget."""
+    pool: int = 3000
+    refresh: int = 16
+    """Pool entries replaced by fresh ones after every step."""
+    threads: int = 2
+    device: str = "cpu"
+    workers: int = 1
+    """Processes that build the initial pool (a GPU run is starved by one)."""
+    log: str | None = None
+    log_every: int = 10
+    checkpoint_every: int = 200
+    probe_scenes: int = 200
+    """Scenes for the quality probe after training (0: skip)."""
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser, config: type[LoopConfig], probe: str) -> None:
+    """The trainers' shared flags, with ``config``'s defaults (``probe`` names the quality probe)."""
+    d = {f.name: f.default for f in dataclasses.fields(config)}
+    add = parser.add_argument
+    add("--out", required=True)
+    add("--time-budget", type=float, default=d["time_budget"],
+        help="seconds, everything included (default %(default)s)")
+    add("--steps", type=int, default=d["steps"], help="optional cap on optimiser steps")
+    add("--seed", type=int, default=d["seed"])
+    add("--batch-size", type=int, default=d["batch_size"])
+    add("--lr", type=float, default=d["lr"])
+    add("--warmup", type=int, default=d["warmup"])
+    add("--planned-steps", type=int, default=d["planned_steps"],
+        help="cosine schedule length (default: --steps, else estimated from the time budget)")
+    add("--pool", type=int, default=d["pool"])
+    add("--refresh", type=int, default=d["refresh"], help="pool entries replaced after every step")
+    add("--threads", type=int, default=d["threads"])
+    add("--device", default=d["device"], help="torch device to train on (cpu, cuda, ...)")
+    add("--workers", type=int, default=d["workers"], help="processes that build the initial pool")
+    add("--log", default=d["log"], help="JSON lines: step, loss, lr, elapsed")
+    add("--checkpoint-every", type=int, default=d["checkpoint_every"])
+    add("--probe-scenes", type=int, default=d["probe_scenes"], help=f"scenes for the {probe} probe (0: skip)")
+
+
+def config_from_args(config: type[C], args: argparse.Namespace) -> C:
+    """``config`` filled from parsed flags (a flag ``--a-b`` sets field ``a_b``; the rest keep defaults)."""
+    given = vars(args)
+    return config(**{f.name: given[f.name] for f in dataclasses.fields(config) if f.name in given})
 
 
 def warmup_cosine(step: int, lr: float, warmup: int, planned: int, floor: float) -> float:
