@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from attnprompt.io import atomic_write_text
 from attnprompt.shapes.benchmarks import QUERY_KINDS, geometry_table, localization
 
 
@@ -50,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{aspect:7s} {geometry:8s} forwards {info['forwards_per_image']}  "
                   f"{info['seconds_per_query'] * 1000:7.2f} ms/query  oracle {info['oracle_pointing']:.3f}")
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        atomic_write_text(a.json, json.dumps(result, indent=1))
         print(f"\nwrote {a.json}")
     return 0
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from attnprompt.io import atomic_write_text
 from attnprompt.shapes.benchmarks import vqa
 
 
@@ -40,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                  + f" {cmp['changed']:8d}") if cmp else ""
         print(f"{name:18s} {row['accuracy']:9.3f} {per}{extra}")
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        atomic_write_text(a.json, json.dumps(result, indent=1))
         print(f"\nwrote {a.json}")
     return 0
 
