@@ -12,11 +12,16 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(os.environ.get("ATTNPROMPT_GOLDEN", REPO.parent / "shared" / "fixtures" / "api_clip_golden"))
 
 
+def skip_or_fail_in_ci(missing: str, ci_reason: str, *, module: bool = False) -> None:
+    """Skip where ``missing`` is absent; fail under CI (``CI`` set), which has every extra and ../shared."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing} missing ({ci_reason})", pytrace=False)
+    pytest.skip(f"{missing} not found", allow_module_level=module)
+
+
 def _require_golden() -> Path:
     if not (GOLDEN / "manifest.json").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"golden fixtures missing at {GOLDEN} (CI must have ../shared)")
-        pytest.skip(f"golden fixtures not found at {GOLDEN}")
+        skip_or_fail_in_ci(f"golden fixtures at {GOLDEN}", "CI must have ../shared")
     return GOLDEN
 
 

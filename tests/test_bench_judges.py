@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import threading
 
 import pytest
@@ -23,13 +22,12 @@ from attnprompt.bench.judges import (
     parse_mmvet_score,
 )
 from attnprompt.testing_server import FakeChatServer, prompt_text
+from tests.conftest import skip_or_fail_in_ci
 
 try:
     import openai  # noqa: F401
 except ImportError:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("the openai client is not installed (pip install 'openai>=1.0')", allow_module_level=True)
+    skip_or_fail_in_ci("the openai client (pip install 'openai>=1.0')", "CI installs the api extra", module=True)
 
 from attnprompt.targets import AnswerCache, OpenAIEndpointTarget
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from email.utils import format_datetime
@@ -23,13 +22,12 @@ from attnprompt.testing_server import (
     prompt_text,
     unused_base_url,
 )
+from tests.conftest import skip_or_fail_in_ci
 
 try:
     import openai  # noqa: F401
 except ImportError:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("the openai client is not installed (pip install 'openai>=1.0')", allow_module_level=True)
+    skip_or_fail_in_ci("the openai client (pip install 'openai>=1.0')", "CI installs the api extra", module=True)
 
 KEY_ENV = "ATTNPROMPT_TEST_ENDPOINT_KEY"
 
