@@ -270,50 +270,49 @@ class _TaggedDoc(dict):
         return dict, (dict(self),)
 
 
-class _DocsView:
+class _View:
+    """Wraps ``self._inner``: its length, iteration and any attribute not defined here are the
+    wrapped object's (datasets.Dataset methods, for instance)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __iter__(self):
+        return iter(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        if "_inner" not in self.__dict__:  # during unpickling, before __init__ ran
+            raise AttributeError(name)
+        return getattr(self.__dict__["_inner"], name)
+
+
+class _DocsView(_View):
     def __init__(self, docs: Any, task: str, split: str) -> None:
-        self._docs, self._task, self._split = docs, task, split
+        super().__init__(docs)
+        self._task, self._split = task, split
 
     def __getitem__(self, index: Any) -> Any:
-        doc = self._docs[index]
+        doc = self._inner[index]
         if isinstance(index, numbers.Integral) and isinstance(doc, dict):
             tagged = _TaggedDoc(doc)
             tagged.attnprompt_key = (self._task, self._split, int(index))
             return tagged
         return doc
 
-    def __len__(self) -> int:
-        return len(self._docs)
 
-    def __iter__(self):
-        return iter(self._docs)
-
-    def __getattr__(self, name: str) -> Any:
-        if "_docs" not in self.__dict__:
-            raise AttributeError(name)
-        return getattr(self.__dict__["_docs"], name)
-
-
-class _SplitsView(Mapping):
+class _SplitsView(_View, Mapping):
     def __init__(self, splits: Any, task: str) -> None:
-        self._splits, self._task = splits, task
+        super().__init__(splits)
+        self._task = task
 
     def __getitem__(self, split: str) -> _DocsView:
-        return _DocsView(self._splits[split], self._task, split)
+        return _DocsView(self._inner[split], self._task, split)
 
     def __contains__(self, split: object) -> bool:
-        return split in self._splits
-
-    def __iter__(self):
-        return iter(self._splits)
-
-    def __len__(self) -> int:
-        return len(self._splits)
-
-    def __getattr__(self, name: str) -> Any:
-        if "_splits" not in self.__dict__:
-            raise AttributeError(name)
-        return getattr(self.__dict__["_splits"], name)
+        return split in self._inner
 
 
 class _TaskDictView(Mapping):
