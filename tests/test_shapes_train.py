@@ -172,3 +172,19 @@ def test_pools_are_the_same_for_any_number_of_workers():
     jobs = [(0, i, 64, 8, (1, 3), 0.5) for i in range(6)]
     serial, parallel = parallel_map(_pool_entry, jobs, 1), parallel_map(_pool_entry, jobs, 2)
     assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(serial, parallel))
+
+
+def test_cli_flags_reach_the_config_and_bad_mixes_are_refused(capsys):
+    from attnprompt.shapes.train_clip import parse_args
+
+    cfg = parse_args(["--out", "x", "--weight-decay", "0.5", "--p-caption", "0.7", "--p-phrase", "0.3",
+                      "--letterbox", "0", "--seed", "3", "--steps", "905"])
+    assert (cfg.weight_decay, cfg.p_caption, cfg.p_phrase, cfg.letterbox, cfg.seed, cfg.steps) == (0.5, 0.7, 0.3, 0.0,
+                                                                                                   3, 905)
+    default = parse_args(["--out", "x"])
+    assert default == TrainConfig(out="x")
+    for bad in (["--p-caption", "0.8", "--p-phrase", "0.3"], ["--letterbox", "1.5"], ["--p-phrase", "-0.1"]):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(["--out", "x", *bad])
+        assert exc.value.code == 2
+    assert "--p-caption" in capsys.readouterr().err

@@ -55,6 +55,7 @@ __all__ = [
     "build_model",
     "save_model_dir",
     "train",
+    "parse_args",
     "pointing_accuracy",
     "main",
 ]
@@ -531,11 +532,24 @@ def pointing_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 12
 # --- CLI ------------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """The CLI's :class:`TrainConfig` (the shared loop flags and the data mix)."""
     p = argparse.ArgumentParser(prog="python -m attnprompt.shapes.train_clip", description=__doc__.split("\n")[0])
     add_loop_arguments(p, TrainConfig, "pointing")
-    cfg = config_from_args(TrainConfig, p.parse_args(argv))
-    return train_and_probe(cfg, train, "pointing_accuracy", pointing_accuracy)
+    d = TrainConfig(out="")
+    p.add_argument("--p-caption", type=float, default=d.p_caption, help="share of texts that are captions")
+    p.add_argument("--p-phrase", type=float, default=d.p_phrase,
+                   help="share of one-object phrases (the rest are queries)")
+    p.add_argument("--letterbox", type=float, default=d.letterbox, help="share of letterboxed 2:1 / 1:2 scenes")
+    args = p.parse_args(argv)
+    shares = (args.p_caption, args.p_phrase, args.letterbox)
+    if min(shares) < 0 or args.p_caption + args.p_phrase > 1 or args.letterbox > 1:
+        p.error("--p-caption and --p-phrase must be >= 0 with a sum <= 1, and --letterbox in [0, 1]")
+    return config_from_args(TrainConfig, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return train_and_probe(parse_args(argv), train, "pointing_accuracy", pointing_accuracy)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ def add_loop_arguments(parser: argparse.ArgumentParser, config: type[LoopConfig]
     add("--seed", type=int, default=d["seed"])
     add("--batch-size", type=int, default=d["batch_size"])
     add("--lr", type=float, default=d["lr"])
+    add("--weight-decay", type=float, default=d["weight_decay"], help="AdamW's, on matrices (default %(default)s)")
     add("--warmup", type=int, default=d["warmup"])
     add("--planned-steps", type=int, default=d["planned_steps"],
         help="cosine schedule length (default: --steps, else estimated from the time budget)")
