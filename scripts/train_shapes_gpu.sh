@@ -4,10 +4,8 @@
 #   OUT=runs/shapes bash scripts/train_shapes_gpu.sh
 #
 # 1. tower-clip: a CLIP with shapes-clip's architecture and trainer, longer (1,732 steps of batch
-#    256). It only initialises LLaVA's vision tower and is not shipped: the shipped shapes-clip is
-#    the CPU recipe of the README, whose complementary map behaves as the method expects (this
-#    longer-trained CLIP points better with psi_cls, but its raw complementary map no longer
-#    avoids the objects);
+#    256). It only initialises LLaVA's vision tower and is not shipped (shapes-clip is chosen by
+#    scripts/sweep_shapes_clip.py: this CLIP's raw complementary map does not avoid the objects);
 # 2. shapes-llava, stage 1: a LLaVA on tower-clip's tower, tuned at half the rate (3,942 x 128);
 # 3. shapes-llava, stage 2: the same model on fresh scenes (seed 1), tower at the full rate (3,992 x 256).
 # The step counts are those of the shipped model (each stage was given a time budget on an H200;
