@@ -25,7 +25,7 @@ import torch
 
 from ..bench.stats import paired_bootstrap
 from ..geometry import View
-from .metrics import cell_layout, centre_map, score_map, uniform_scores
+from .metrics import CellLayout, cell_layout, centre_map, score_map, uniform_scores
 from .world import Scene, make_dataset
 
 __all__ = ["QUERY_KINDS", "localization", "clip_scores", "vqa", "geometry_table"]
@@ -83,6 +83,58 @@ def _clip_maps(prompter: Any, images: list, queries: list[str], geometry: str, b
     return out, time.perf_counter() - t0
 
 
+@dataclass
+class _Square:
+    """Square scenes, the queries that name one of their objects, and the scores of maps made for
+    them (every geometry gives the same view of a square scene, so one cell layout serves all)."""
+
+    scenes: list[Scene]
+    items: list[_Item]
+    layout: CellLayout
+    tally: _Tally
+
+    @classmethod
+    def make(cls, aux: Any, n_scenes: int, seed: int, kinds: Sequence[str]) -> _Square:
+        scenes = list(make_dataset(n_scenes, seed, aspect="square"))
+        layout = cell_layout(aux.view(scenes[0].image, "aligned"), (aux.grid_size, aux.grid_size), scenes[0].size)
+        return cls(scenes, _items(scenes, kinds), layout, _Tally())
+
+    @property
+    def images(self) -> list:
+        return [self.scenes[it.scene].image for it in self.items]
+
+    @property
+    def texts(self) -> list[str]:
+        return [it.text for it in self.items]
+
+    def score(self, name: str, maps: Sequence[np.ndarray]) -> None:
+        """Score one map per query under ``name``."""
+        for it, m in zip(self.items, maps):
+            self.tally.add(name, it.kind, score_map(m, self.layout, self.scenes[it.scene].masks, it.target))
+
+    def score_psi_cls_and_comp(self, prompter: Any, comp_layer: int, batch_size: int) -> None:
+        """All-layer ``psi_cls`` and ``psi_comp`` (inverted and not), from one pass."""
+        every = tuple(range(prompter.auxiliary.num_layers))
+        anns, _ = _clip_maps(prompter, self.images, self.texts, "aligned", batch_size, layers=every,
+                             comp_layer=comp_layer)
+        self.score("psi_cls all layers", [a.psi_cls for a in anns])
+        self.score("psi_comp inverted", [-a.psi_comp for a in anns])
+        self.score("psi_comp not inverted", [a.psi_comp for a in anns])
+
+    def score_query_agnostic(self, prompter: Any, batch_size: int) -> None:
+        """The baseline: all-layer ``psi_cls`` of a query that names nothing, one map per scene."""
+        every = tuple(range(prompter.auxiliary.num_layers))
+        generic = [a.psi_cls for a in _clip_maps(prompter, [s.image for s in self.scenes],
+                                                 [AGNOSTIC_QUERY] * len(self.scenes), "aligned", batch_size,
+                                                 layers=every, comp_layer=None)[0]]
+        self.score("baseline: query-agnostic", [generic[it.scene] for it in self.items])
+
+    def score_uniform(self) -> None:
+        for it in self.items:
+            self.tally.add("baseline: uniform", it.kind, uniform_scores(self.layout, self.scenes[it.scene].masks,
+                                                                       it.target))
+
+
 def localization(
     clip: str = "shapes-clip",
     lvlm: str | None = "shapes-llava",
@@ -116,16 +168,8 @@ def localization(
         return aux.view(image, geometry)
 
     # -- square scenes: every map --------------------------------------------------------------
-    scenes = list(make_dataset(n_scenes, seed, aspect="square"))
-    items = _items(scenes, kinds)
-    images = [scenes[it.scene].image for it in items]
-    texts = [it.text for it in items]
-    tally = _Tally()
-    layout = cell_layout(view_of(scenes[0].image, "aligned"), (aux.grid_size, aux.grid_size), scenes[0].size)
-
-    def score_all(name: str, maps: Sequence[np.ndarray]) -> None:
-        for it, m in zip(items, maps):
-            tally.add(name, it.kind, score_map(m, layout, scenes[it.scene].masks, it.target))
+    square = _Square.make(aux, n_scenes, seed, kinds)
+    scenes, items, images, texts, score_all = square.scenes, square.items, square.images, square.texts, square.score
 
     say("square scenes: psi_cls per layer")
     for layer in range(n_layers):
@@ -134,22 +178,15 @@ def localization(
     for k in (2, 3):
         anns, _ = _clip_maps(prompter, images, texts, "aligned", batch_size, layers=every[-k:], comp_layer=None)
         score_all(f"psi_cls last {k}", [a.psi_cls for a in anns])
-    anns, _ = _clip_maps(prompter, images, texts, "aligned", batch_size, layers=every, comp_layer=-2)
-    score_all("psi_cls all layers", [a.psi_cls for a in anns])
-    score_all("psi_comp inverted", [-a.psi_comp for a in anns])
-    score_all("psi_comp not inverted", [a.psi_comp for a in anns])
+    square.score_psi_cls_and_comp(prompter, -2, batch_size)
     say("square scenes: preset masks and baselines")
     for preset in ("official", "default"):
         anns, _ = _clip_maps(prompter, images, texts, "aligned", batch_size,
                              **{k: v for k, v in _preset(preset).items() if k != "geometry"})
         score_all(f"mask {preset} preset", [a.mask for a in anns])
-    generic = [a.psi_cls for a in _clip_maps(prompter, [s.image for s in scenes], [AGNOSTIC_QUERY] * len(scenes),
-                                             "aligned", batch_size, layers=every, comp_layer=None)[0]]
-    score_all("baseline: query-agnostic", [generic[it.scene] for it in items])
-    centre = centre_map(layout, scenes[0].size)
-    score_all("baseline: centre", [centre] * len(items))
-    for it in items:
-        tally.add("baseline: uniform", it.kind, uniform_scores(layout, scenes[it.scene].masks, it.target))
+    square.score_query_agnostic(prompter, batch_size)
+    score_all("baseline: centre", [centre_map(square.layout, scenes[0].size)] * len(items))
+    square.score_uniform()
     if lvlm:
         say("square scenes: LVLM attention")
         lv = Prompter(lvlm, kind="lvlm", device="cpu")
@@ -157,7 +194,7 @@ def localization(
             lanns = lv.annotate(images, texts, batch_size=batch_size)
         score_all("lvlm attention", [a.attention for a in lanns])
         score_all("lvlm mask", [a.mask for a in lanns])
-    result["square"] = tally.result()
+    result["square"] = square.tally.result()
 
     # -- geometry: every aspect ---------------------------------------------------------------
     geo: dict[str, Any] = {}
@@ -211,28 +248,11 @@ def clip_scores(
     from ..prompter import Prompter
 
     prompter = Prompter(clip, kind="clip", device=device)
-    aux = prompter.auxiliary
-    every = tuple(range(aux.num_layers))
-    scenes = list(make_dataset(n_scenes, seed, aspect="square"))
-    items = _items(scenes, kinds)
-    layout = cell_layout(aux.view(scenes[0].image, "aligned"), (aux.grid_size, aux.grid_size), scenes[0].size)
-    tally = _Tally()
-
-    def score_all(name: str, maps: Sequence[np.ndarray]) -> None:
-        for it, m in zip(items, maps):
-            tally.add(name, it.kind, score_map(m, layout, scenes[it.scene].masks, it.target))
-
-    anns, _ = _clip_maps(prompter, [scenes[it.scene].image for it in items], [it.text for it in items],
-                         "aligned", batch_size, layers=every, comp_layer=comp_layer)
-    score_all("psi_cls all layers", [a.psi_cls for a in anns])
-    score_all("psi_comp inverted", [-a.psi_comp for a in anns])
-    score_all("psi_comp not inverted", [a.psi_comp for a in anns])
-    generic = [a.psi_cls for a in _clip_maps(prompter, [s.image for s in scenes], [AGNOSTIC_QUERY] * len(scenes),
-                                             "aligned", batch_size, layers=every, comp_layer=None)[0]]
-    score_all("baseline: query-agnostic", [generic[it.scene] for it in items])
-    for it in items:
-        tally.add("baseline: uniform", it.kind, uniform_scores(layout, scenes[it.scene].masks, it.target))
-    return tally.result()
+    square = _Square.make(prompter.auxiliary, n_scenes, seed, kinds)
+    square.score_psi_cls_and_comp(prompter, comp_layer, batch_size)
+    square.score_query_agnostic(prompter, batch_size)
+    square.score_uniform()
+    return square.tally.result()
 
 
 def _preset(name: str) -> dict[str, Any]:
