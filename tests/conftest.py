@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,14 @@ def skip_or_fail_in_ci(missing: str, ci_reason: str, *, module: bool = False) ->
     if os.environ.get("CI"):
         pytest.fail(f"{missing} missing ({ci_reason})", pytrace=False)
     pytest.skip(f"{missing} not found", allow_module_level=module)
+
+
+def import_or_fail_in_ci(module: str, missing: str, ci_reason: str) -> Any:
+    """``pytest.importorskip`` that fails under CI instead of skipping (for module level)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:  # pragma: no cover - depends on the environment
+        skip_or_fail_in_ci(missing, ci_reason, module=True)
 
 
 def _require_golden() -> Path:

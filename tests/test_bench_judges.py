@@ -22,14 +22,11 @@ from attnprompt.bench.judges import (
     parse_mmvet_score,
 )
 from attnprompt.testing_server import FakeChatServer, prompt_text
-from tests.conftest import skip_or_fail_in_ci
+from tests.conftest import import_or_fail_in_ci
 
-try:
-    import openai  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    skip_or_fail_in_ci("the openai client (pip install 'openai>=1.0')", "CI installs the api extra", module=True)
+import_or_fail_in_ci("openai", "the openai client (pip install 'openai>=1.0')", "CI installs the api extra")
 
-from attnprompt.targets import AnswerCache, OpenAIEndpointTarget
+from attnprompt.targets import AnswerCache, OpenAIEndpointTarget  # noqa: E402
 
 KEY_ENV = "ATTNPROMPT_TEST_JUDGE_KEY"
 # sha256 of the official texts (mm-vet_evaluator.py `prompt`; rule.json llava_bench_* prompts)

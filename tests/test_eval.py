@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import skip_or_fail_in_ci
+from tests.conftest import import_or_fail_in_ci
 
-try:
-    import openai  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    skip_or_fail_in_ci("the openai client (pip install 'openai>=1.0')", "CI installs the test extra", module=True)
+import_or_fail_in_ci("openai", "the openai client (pip install 'openai>=1.0')", "CI installs the test extra")
 
 from attnprompt import AttnPromptError  # noqa: E402
 from attnprompt.bench.conditions import CONDITIONS, Condition, get_conditions, register_condition  # noqa: E402

@@ -7,12 +7,9 @@ import re
 
 import pytest
 
-from tests.conftest import skip_or_fail_in_ci
+from tests.conftest import import_or_fail_in_ci
 
-try:
-    import openai  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    skip_or_fail_in_ci("the openai client (pip install 'openai>=1.0')", "CI installs the test extra", module=True)
+import_or_fail_in_ci("openai", "the openai client (pip install 'openai>=1.0')", "CI installs the test extra")
 
 from attnprompt.bench.run import evaluate  # noqa: E402
 from attnprompt.targets import OpenAIEndpointTarget  # noqa: E402

@@ -22,12 +22,9 @@ from attnprompt.testing_server import (
     prompt_text,
     unused_base_url,
 )
-from tests.conftest import skip_or_fail_in_ci
+from tests.conftest import import_or_fail_in_ci
 
-try:
-    import openai  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    skip_or_fail_in_ci("the openai client (pip install 'openai>=1.0')", "CI installs the api extra", module=True)
+openai = import_or_fail_in_ci("openai", "the openai client (pip install 'openai>=1.0')", "CI installs the api extra")
 
 KEY_ENV = "ATTNPROMPT_TEST_ENDPOINT_KEY"
 
