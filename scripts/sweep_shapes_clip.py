@@ -52,6 +52,11 @@ the query-agnostic map. A run qualifies when, on every validation seed, it clear
 uniform map by the same relative margin."""
 
 
+def run_name(recipe: str, seed: int) -> str:
+    """A run's folder under OUT/runs (its logs are <name>.log and <name>.out beside it)."""
+    return f"{recipe}-s{seed}"
+
+
 def evaluate(model: str, seeds: tuple[int, ...], n_scenes: int, device: str) -> dict[str, dict]:
     from attnprompt.shapes.benchmarks import clip_scores
 
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
     def launch(recipe: str, seed: int) -> None:
-        name = f"{recipe}-s{seed}"
+        name = run_name(recipe, seed)
         folder, log = out / "runs" / name, out / "runs" / f"{name}.out"
         train = [sys.executable, "-m", "attnprompt.shapes.train_clip", "--out", str(folder), "--seed", str(seed),
                  "--device", a.device, "--threads", "1", "--probe-scenes", "0", "--checkpoint-every", "0",
@@ -145,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                     os.killpg(proc.pid, 9)
                 if proc.poll() is not None:
                     del running[key]
-                    scores_file = out / "runs" / f"{key[0]}-s{key[1]}" / "val_scores.json"
+                    name = run_name(*key)
+                    scores_file = out / "runs" / name / "val_scores.json"
                     if proc.returncode == 0 and scores_file.exists():
                         r = {"recipe": key[0], "seed": key[1], "folder": str(scores_file.parent),
                              "elapsed": round(time.monotonic() - start, 1),
@@ -153,11 +159,11 @@ def main(argv: list[str] | None = None) -> int:
                         results.append(r)
                         with open(out / "results.jsonl", "a") as f:
                             f.write(json.dumps(r) + "\n")
-                        print(f"[{r['elapsed']:6.0f}s] {key[0]}-s{key[1]}: comp "
+                        print(f"[{r['elapsed']:6.0f}s] {name}: comp "
                               f"{mean_over_seeds(r['scores'], 'psi_comp not inverted'):.4f}, psi_cls c+s "
                               f"{mean_over_seeds(r['scores'], 'psi_cls all layers', 'color+shape'):.4f}", flush=True)
                     else:
-                        print(f"{key[0]}-s{key[1]} failed (exit {proc.returncode})", flush=True)
+                        print(f"{name} failed (exit {proc.returncode})", flush=True)
             time.sleep(1.0)
     finally:  # Ctrl-C or a crash: runs live in their own sessions, stop them too
         for proc in running.values():
