@@ -220,7 +220,7 @@ def _load_prompter(args: argparse.Namespace) -> "Prompter":
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from .io import atomic_save_image, read_manifest, safe_stem
+    from .files import atomic_save_image, read_manifest, safe_stem
     from .jobs import run_manifest, save_maps
 
     single = args.image is not None
@@ -267,7 +267,7 @@ def _quiet_loading() -> None:
 
 
 def _self_prompt(args: argparse.Namespace) -> int:
-    from .io import atomic_save_image
+    from .files import atomic_save_image
     from .prompter import self_prompt
 
     if args.aux == "clip" or not args.model:

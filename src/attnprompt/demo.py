@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .errors import AttnPromptError
-from .io import atomic_save_image, atomic_write_text
+from .files import atomic_save_image, atomic_write_text
 
 __all__ = ["run_demo", "DEMO_SCENES"]
 

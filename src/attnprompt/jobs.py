@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import AttnPromptError
-from .io import ManifestRow, append_jsonl, atomic_write_bytes, atomic_save_image, load_image, read_jsonl_tolerant, read_manifest, safe_stem
+from .files import ManifestRow, append_jsonl, atomic_write_bytes, atomic_save_image, load_image, read_jsonl_tolerant, read_manifest, safe_stem
 from .prompter import OUTPUT_FORMATS, Annotation, Prompter
 
 __all__ = ["JobSummary", "run_manifest", "OUTPUT_MANIFEST"]

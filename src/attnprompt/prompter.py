@@ -21,7 +21,7 @@ from .auxiliary.clip_common import TokenMaps
 from .config import MaskConfig, get_preset, presets_for
 from .errors import AttnPromptError
 from .geometry import View, place_mask
-from .io import load_image
+from .files import load_image
 from .overlay import blend, heatmap, mask_to_u8, to_rgba
 
 __all__ = ["Annotation", "Prompter", "annotate", "self_prompt", "SelfPromptResult", "ImageInput", "OUTPUT_FORMATS"]

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from PIL import Image
 
 from ..errors import AttnPromptError
-from ..io import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from ..files import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
 from .conditions import Condition, get_conditions
 from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
 from .items import Item, Score
