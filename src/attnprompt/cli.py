@@ -196,7 +196,7 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
 
 
 def _load_prompter(args: argparse.Namespace) -> "Prompter":
-    from .auxiliary.base import DEFAULT_MODEL
+    from .auxiliary.dispatch import DEFAULT_MODEL
     from .prompter import Prompter
 
     if args.batch_size < 1:
@@ -293,7 +293,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .auxiliary.base import DEFAULT_MODEL
+    from .auxiliary.dispatch import DEFAULT_MODEL
     from .bench.datasets import BENCHMARKS
     from .bench.run import evaluate, format_table
     from .targets import AnswerCache

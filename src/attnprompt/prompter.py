@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .auxiliary.base import DEFAULT_MODEL, Attribution, Auxiliary, ClipAuxiliary, load_auxiliary
+from .auxiliary.dispatch import DEFAULT_MODEL, load_auxiliary
+from .auxiliary.protocol import Attribution, Auxiliary, ClipAuxiliary
 from .auxiliary.clip_common import TokenMaps
 from .config import MaskConfig, get_preset, presets_for
 from .errors import AttnPromptError

@@ -20,7 +20,8 @@ from torch import nn
 
 from ..errors import AttnPromptError
 from ..geometry import mean_color
-from .base import DEFAULT_MODEL, ClipAuxiliary, register_backend, warn_truncated
+from .dispatch import DEFAULT_MODEL, register_backend
+from .protocol import ClipAuxiliary, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
 __all__ = ["OpenClip", "load_open_clip", "is_open_clip_name"]

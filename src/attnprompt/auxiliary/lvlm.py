@@ -22,7 +22,10 @@ from .. import maps as mapmath
 from ..config import MaskConfig, resolve_layer
 from ..errors import AttnPromptError
 from ..geometry import View, make_view, mean_color
-from .base import Attribution, Auxiliary, check_queries, dtype_kwargs, load_from_hub_or_dir, register_backend
+from .devices import dtype_kwargs
+from .dispatch import register_backend
+from .hub import load_from_hub_or_dir
+from .protocol import Attribution, Auxiliary, check_queries
 from .lvlm_capture import AttentionCapture
 
 __all__ = ["Grid", "Family", "FAMILIES", "register_family", "LvlmAuxiliary", "default_layer", "load_lvlm"]

@@ -113,7 +113,7 @@ def build_tokenizer() -> Any:
 
 def _model_folder(name: str) -> str:
     """A shipped model's folder for its short name; any other name is a folder already."""
-    from ..auxiliary.base import shipped_model
+    from ..auxiliary.hub import shipped_model
 
     return shipped_model(name) or name
 
@@ -395,7 +395,7 @@ def answer_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 4242
 
     Goes through the public LVLM path (:class:`attnprompt.auxiliary.lvlm.LvlmAuxiliary.answer`).
     """
-    from ..auxiliary.base import load_auxiliary
+    from ..auxiliary.dispatch import load_auxiliary
 
     aux = load_auxiliary(str(model_dir), kind="lvlm", device="cpu")
     items = [(s.image, q) for s in make_dataset(n_scenes, seed, n_objects=n_objects) for q in s.queries()]
