@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io as _io
 import os
-import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,8 +18,9 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import AttnPromptError
+from .errors import ROW_ERRORS, AttnPromptError, first_line
 from .files import ManifestRow, append_jsonl, atomic_write_bytes, atomic_save_image, load_image, read_jsonl_tolerant, read_manifest, safe_stem
+from .progress import progress_bar
 from .prompter import OUTPUT_FORMATS, Annotation, Prompter
 
 __all__ = ["JobSummary", "run_manifest", "OUTPUT_MANIFEST"]
@@ -28,7 +28,6 @@ __all__ = ["JobSummary", "run_manifest", "OUTPUT_MANIFEST"]
 OUTPUT_MANIFEST = "manifest.jsonl"
 # Errors that belong to one row (bad input, a model error on that input). Anything else, such as
 # KeyboardInterrupt or MemoryError, stops the run; finished rows are already on disk.
-ROW_ERRORS = (AttnPromptError, ValueError, RuntimeError, OSError)
 
 
 @dataclass
@@ -142,7 +141,7 @@ def run_manifest(
         else:
             todo.append(row)
 
-    bar = _progress(len(todo), progress)
+    bar = progress_bar(len(todo), desc="annotate", unit="img", enabled=progress)
     try:
         for batch in _prefetch(todo, batch_size, workers):
             ready: list[tuple[ManifestRow, Image.Image]] = []
@@ -196,21 +195,4 @@ def _annotate(prompter: Prompter, ready: list[tuple[ManifestRow, Image.Image]]) 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, AttnPromptError):
         return str(exc)
-    first = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {first[0] if first else ''}"[:500]
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool) -> object:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="img", desc="annotate", file=sys.stderr, dynamic_ncols=True)
+    return f"{type(exc).__name__}: {first_line(exc, None, empty='')}"[:500]

@@ -26,16 +26,15 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from PIL import Image
 
-from ..errors import AttnPromptError
+from ..errors import ROW_ERRORS, AttnPromptError
 from ..files import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from ..progress import progress_bar
 from .conditions import Condition, get_conditions
 from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
 from .items import Item, Score
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
-
-ROW_ERRORS = (AttnPromptError, OSError, ValueError)
 
 
 class Target(Protocol):
@@ -108,7 +107,7 @@ def _answer_condition(
     old = read_jsonl_tolerant(path) if path.exists() else []
     done = {str(r["id"]): r for r in old if "id" in r and r.get("answer") is not None}
     todo = [it for it in items if it.id not in done]
-    bar = _bar(len(todo), f"answer {condition.name}", progress)
+    bar = progress_bar(len(todo), desc=f"answer {condition.name}", unit="q", enabled=progress)
     try:
         for start in range(0, len(todo), chunk):
             batch = todo[start:start + chunk]
@@ -284,20 +283,6 @@ def _say(enabled: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled or total == 0:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="q", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
 # --- tables ---------------------------------------------------------------------------------------
