@@ -294,7 +294,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .auxiliary.dispatch import DEFAULT_MODEL
-    from .bench.datasets import BENCHMARKS
+    from .bench.benchmarks import BENCHMARKS
     from .bench.run import evaluate, format_table
     from .targets import AnswerCache
 

@@ -22,15 +22,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from PIL import Image
 
 from ..errors import ROW_ERRORS, AttnPromptError
 from ..files import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
 from ..progress import progress_bar
+from .benchmarks import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
 from .conditions import Condition, get_conditions
-from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
 from .items import Item, Score
 from .stats import paired_bootstrap
 
@@ -139,26 +139,12 @@ def _answer_condition(
 
 def score_answers(benchmark: str, items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:
     """Score answers with the benchmark's official scorer (``judge`` for GPT-judged benchmarks)."""
-    from . import scorers
-
-    kind = BENCHMARKS[benchmark].scorer
-    rule_based: dict[str, Callable[..., Score]] = {
-        "vqa": scorers.score_vqa, "pope": scorers.score_pope, "mme": scorers.score_mme,
-        "mmbench": scorers.score_mmbench,
-    }
-    if kind in rule_based:
-        if kind == "mme":
-            return scorers.score_mme(items, answers, strict_pairs=False)
-        return rule_based[kind](items, answers)
-    from . import judges
-
-    if judge is None:
+    spec = BENCHMARKS[benchmark]
+    if spec.scorer.endswith("-judge") and judge is None:
         raise AttnPromptError(f"{benchmark} is scored by a GPT judge: give --judge MODEL (and --judge-endpoint URL)")
-    if kind == "mmvet-judge":
-        return judges.judge_mmvet(items, answers, judge)
-    if kind == "llavabench-judge":
-        return judges.judge_llavabench(items, answers, judge)
-    raise AttnPromptError(f"no scorer {kind!r} for {benchmark}")
+    if spec.score is None:
+        raise AttnPromptError(f"no scorer {spec.scorer!r} for {benchmark}")
+    return spec.score(items, answers, judge)
 
 
 def evaluate(
