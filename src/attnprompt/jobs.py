@@ -119,13 +119,19 @@ def run_manifest(
     summary = JobSummary(total=len(rows), manifest=record_path)
 
     def record(row: ManifestRow, status: str, output: str | None = None, maps: str | None = None,
-               error: str | None = None, answer: str | None = None) -> None:
+               error: str | None = None, answer: str | None = None, prompt: Annotation | None = None,
+               extra: list[str] | None = None) -> None:
         entry = {
             "id": row.id, "source": row.image, "question": row.question,
             "output": output, "maps": maps, "status": status, "error": error,
         }
         if prompter.kind == "lvlm":
             entry["answer"] = answer  # the auxiliary model's own answer
+        if prompt is not None and prompt.config.style != "alpha":  # the style and the boxes it used
+            entry["style"] = prompt.config.style
+            entry["boxes"] = [list(b) for b in prompt.boxes or []]
+        if extra:
+            entry["extra_outputs"] = extra  # more prompt images of the style (vicrop's crop)
         append_jsonl(record_path, entry)
         if status == "ok":
             summary.done += 1
@@ -159,14 +165,18 @@ def run_manifest(
                     stem = safe_stem(row.id)
                     name = f"{stem}.png"
                     maps_name = f"maps/{stem}.npz" if save_map_files else None
+                    extra = [f"{stem}_{n}.png" for n in range(2, len(result.images or []) + 1)]
                     try:
+                        for extra_name, extra_image in zip(extra, (result.images or [])[1:]):
+                            atomic_save_image(extra_image, out / extra_name)
                         atomic_save_image(result.render(format), out / name)
                         if maps_name:
                             save_maps(out / maps_name, result)
                     except OSError as exc:  # e.g. a full disk: this row fails, the next may fit
                         record(row, "error", error=f"cannot write output: {_message(exc)}")
                     else:
-                        record(row, "ok", output=name, maps=maps_name, answer=result.answer)
+                        record(row, "ok", output=name, maps=maps_name, answer=result.answer, prompt=result,
+                               extra=extra)
                 bar.update(1)
     finally:
         bar.close()
