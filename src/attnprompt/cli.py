@@ -278,7 +278,10 @@ def _annotate(args: argparse.Namespace) -> int:
 
 
 def _annotate_ray(args: argparse.Namespace, rows: list, encoding: "ImageEncoding") -> int:
-    from .integrations.ray import RayJobOptions, run_manifest_ray
+    try:
+        from .integrations.ray import RayJobOptions, run_manifest_ray
+    except ImportError:
+        raise AttnPromptError("the ray engine is not available in this installation") from None
 
     if args.batch_size < 1:
         raise AttnPromptError("--batch-size must be at least 1")
