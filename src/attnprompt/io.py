@@ -17,6 +17,7 @@ from .files import (
     read_manifest,
     safe_stem,
 )
+from .files.durable import _atomic_write  # noqa: F401 - a private name some tests reach for
 
 __all__ = [
     "MAX_PIXELS",
