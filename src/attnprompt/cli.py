@@ -168,8 +168,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                        help="auxiliary kind: a CLIP or a vision-language model (default: from the model's config)")
     model.add_argument("--model", default=None,
                        help="hub id, local folder or open_clip architecture (default: openai/clip-vit-large-patch14-336)")
-    model.add_argument("--backend", choices=("auto", "hf", "open_clip"), default="auto",
-                       help="CLIP through transformers or open_clip (default: auto)")
+    model.add_argument("--backend", default="auto",
+                       help="CLIP through transformers (hf) or open_clip, or a registered backend (default: auto)")
     model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
     model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")

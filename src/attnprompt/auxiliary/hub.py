@@ -12,8 +12,11 @@ from typing import Any, Callable
 
 from ..errors import AttnPromptError, first_line
 
-__all__ = ["SHIPPED_MODELS_DIR", "shipped_model", "looks_like_path", "hub_offline", "load_from_hub_or_dir"]
+__all__ = ["DEFAULT_MODEL", "SHIPPED_MODELS_DIR", "shipped_model", "looks_like_path", "hub_offline", "load_from_hub_or_dir"]
 
+
+#: The auxiliary model when none is named: the CLIP of the paper.
+DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "shapes" / "models"
 
