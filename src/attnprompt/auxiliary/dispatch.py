@@ -15,7 +15,7 @@ import torch
 
 from ..errors import AttnPromptError
 from .devices import resolve_device, resolve_dtype
-from .hub import DEFAULT_MODEL, load_from_hub_or_dir, looks_like_path, shipped_model
+from .hub import DEFAULT_MODEL, load_from_hub_or_dir, looks_like_path, shipped_model, substitute_model
 from .families import FAMILIES, family_for
 from .protocol import Auxiliary
 from .registry import Registry
@@ -70,6 +70,7 @@ def load_auxiliary(
     """
     if kind not in ("auto", "clip", "lvlm"):
         raise AttnPromptError(f"unknown auxiliary kind {kind!r}; choose auto, clip or lvlm")
+    model, pretrained, model_config = substitute_model(model, pretrained, None if model_config is None else str(model_config))
     model = shipped_model(model) or model
     name = _guess_backend(model, pretrained, model_config) if backend == "auto" else backend
     if name == "lvlm" or name not in BACKENDS:

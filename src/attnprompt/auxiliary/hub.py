@@ -6,17 +6,59 @@ without waiting for time-outs; ``HF_HUB_OFFLINE=1`` skips the network altogether
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import AttnPromptError, first_line
 
-__all__ = ["DEFAULT_MODEL", "SHIPPED_MODELS_DIR", "shipped_model", "looks_like_path", "hub_offline", "load_from_hub_or_dir"]
+__all__ = ["DEFAULT_MODEL", "MODEL_MAP_ENV", "model_map", "substitute_model", "SHIPPED_MODELS_DIR", "shipped_model", "looks_like_path", "hub_offline", "load_from_hub_or_dir"]
 
 
 #: The auxiliary model when none is named: the CLIP of the paper.
 DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
+
+#: Environment variable holding the model map: a JSON object, or the path of a JSON file.
+MODEL_MAP_ENV = "ATTNPROMPT_MODEL_MAP"
+
+
+def model_map() -> dict[str, dict[str, str | None]]:
+    """The model substitutions of ``$ATTNPROMPT_MODEL_MAP`` (empty when unset).
+
+    The map sends a model name (a hub id, an open_clip architecture) to another model, for
+    machines without the hub: ``{"openai/clip-vit-large-patch14-336": "shapes-clip"}``; a value
+    may also be an object with ``model``, ``pretrained`` and ``model_config`` (``""`` or ``null``:
+    none), for open_clip models. :func:`attnprompt.tiny.offline_model_map` builds one whose
+    targets are tiny local models; the README's snippets are tested through it.
+    """
+    raw = os.environ.get(MODEL_MAP_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        text = raw if raw.startswith("{") else Path(raw).expanduser().read_text(encoding="utf-8")
+        table = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise AttnPromptError(f"{MODEL_MAP_ENV}: not a JSON object or a readable JSON file ({first_line(exc)})") from None
+    if not isinstance(table, dict):
+        raise AttnPromptError(f"{MODEL_MAP_ENV}: expected a JSON object of model name -> model")
+    out: dict[str, dict[str, str | None]] = {}
+    for name, value in table.items():
+        entry = {"model": value} if isinstance(value, str) else value
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            raise AttnPromptError(f"{MODEL_MAP_ENV}: the entry for {name!r} needs a model name")
+        out[str(name)] = {k: (str(v) if v else None) for k, v in entry.items() if k in ("model", "pretrained", "model_config")}
+    return out
+
+
+def substitute_model(model: str, pretrained: str | None, model_config: str | None) -> tuple[str, str | None, str | None]:
+    """``(model, pretrained, model_config)`` after the model map (unchanged for unmapped names)."""
+    entry = model_map().get(model)
+    if entry is None:
+        return model, pretrained, model_config
+    return (entry["model"] or model, entry.get("pretrained", pretrained) if "pretrained" in entry else pretrained,
+            entry.get("model_config") if "model_config" in entry else model_config)
+
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "shapes" / "models"
 
