@@ -2,7 +2,7 @@
 # Set up .venv at the repository root and run the main job or the whole test suite.
 #
 #   bash scripts/setup.sh demo   # install, then run the offline demo (HTML report in attnprompt-demo/)
-#   bash scripts/setup.sh test   # install with every extra, then run the whole test suite
+#   bash scripts/setup.sh test   # install with every extra, then type-check src/ and run the whole test suite
 #
 # Safe to rerun: an existing .venv is reused. PYTHON picks the interpreter (default python3);
 # TORCH_SPEC overrides the torch/torchvision requirement (e.g. "torch torchvision" for the latest).
@@ -45,4 +45,6 @@ fi
 if [ "$mode" = demo ]; then
   exec .venv/bin/attnprompt demo --out attnprompt-demo
 fi
+# Static types of src/ first (configuration in pyproject.toml), then the tests.
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "${@:2}"

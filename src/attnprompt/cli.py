@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
+    from .bench.run import Target
     from .jobs import JobSummary
     from .prompter import Prompter
+    from .targets.hf import HFTarget
 
 from .config import (GEOMETRIES, INTERPOLATIONS, LVLM_PRESETS, PRESETS, REDUCTIONS, get_preset, parse_key_values,
                      parse_layers)
@@ -308,7 +310,7 @@ def _annotate(args: argparse.Namespace) -> int:
             print(maps_path)
         return 0
     summary = run_manifest(
-        prompter, rows, args.out_dir, format=args.format, save_map_files=args.save_maps,
+        prompter, rows or [], args.out_dir, format=args.format, save_map_files=args.save_maps,
         batch_size=args.batch_size, workers=args.workers or 4, progress=not args.quiet, encoding=encoding,
     )
     return _job_report(summary)
@@ -316,7 +318,7 @@ def _annotate(args: argparse.Namespace) -> int:
 
 def _annotate_ray(args: argparse.Namespace, rows: list, encoding: "ImageEncoding") -> int:
     try:
-        from .integrations.ray import RayJobOptions, run_manifest_ray
+        from .integrations.ray import RayJobOptions, run_manifest_ray  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise AttnPromptError("the ray engine is not available in this installation") from None
 
@@ -393,6 +395,8 @@ def _eval(args: argparse.Namespace) -> int:
     max_new = args.max_new_tokens or (512 if judged else 128)
     out = Path(args.out)
     cache = AnswerCache(out / "cache")
+    local: HFTarget | None = None
+    target: Target
     if args.endpoint:
         from .targets import OpenAIEndpointTarget
 
@@ -401,8 +405,8 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         from .targets.hf import HFTarget
 
-        target = HFTarget(args.target, device=args.device, dtype=args.dtype, max_new_tokens=max_new,
-                          batch_size=args.batch_size, cache=cache)
+        target = local = HFTarget(args.target, device=args.device, dtype=args.dtype, max_new_tokens=max_new,
+                                  batch_size=args.batch_size, cache=cache)
     judge = None
     if args.judge:
         from .targets import OpenAIEndpointTarget
@@ -410,10 +414,10 @@ def _eval(args: argparse.Namespace) -> int:
         judge = OpenAIEndpointTarget(args.judge, base_url=args.judge_endpoint, api_key_env=args.api_key_env,
                                      max_concurrency=args.concurrency, cache=AnswerCache(out / "judge-cache"))
     lvlm = args.aux_lvlm
-    if lvlm is None and "lvlm" in args.conditions and not args.endpoint:
+    if lvlm is None and "lvlm" in args.conditions and local is not None:
         from .prompter import Prompter
 
-        lvlm = Prompter(args.target, kind="lvlm", preset=args.preset, auxiliary=target.model)  # shares the weights
+        lvlm = Prompter(args.target, kind="lvlm", preset=args.preset, auxiliary=local.model)  # shares the weights
     result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
                       lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, judge=judge, limit=args.limit,
                       batch_size=args.batch_size, progress=not args.quiet)

@@ -19,7 +19,7 @@ class AttnPromptError(Exception):
 #: errors, bad values, files it cannot read, and RuntimeError, which torch raises for failures
 #: specific to one input (a shape it cannot take, out of memory on a large image). Anything else
 #: is a bug and stops the job.
-ROW_ERRORS: tuple[type[BaseException], ...] = (AttnPromptError, ValueError, RuntimeError, OSError)
+ROW_ERRORS: tuple[type[Exception], ...] = (AttnPromptError, ValueError, RuntimeError, OSError)
 
 
 def one_line(text: object) -> str:

@@ -100,7 +100,7 @@ def _fsync_dir(directory: str) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: StrPath, write: Callable[[IO[bytes]], None]) -> None:
+def _atomic_write(path: StrPath, write: Callable[[IO[bytes]], object]) -> None:
     target = os.fsdecode(os.fspath(path))
     directory = os.path.dirname(os.path.abspath(target))
     try:

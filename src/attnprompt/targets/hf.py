@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from ..auxiliary.lvlm import LvlmAuxiliary
 from PIL import Image
 
 from .cache import AnswerCache, image_digest
@@ -45,7 +48,7 @@ class HFTarget:
 
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
-        self.model = auxiliary or load_auxiliary(str(model), kind="lvlm", device=device, dtype=dtype)
+        self.model = cast("LvlmAuxiliary", auxiliary or load_auxiliary(str(model), kind="lvlm", device=device, dtype=dtype))
         self.name = f"hf:{model}"
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
@@ -63,8 +66,8 @@ class HFTarget:
         todo: list[int] = []
         for i, (image, prompt) in enumerate(zip(images, prompts)):
             if self.cache is not None:
-                keys[i] = self.cache.key(self.name, image_digest(image), prompt, self.settings())
-                hit = self.cache.get(keys[i])
+                key = keys[i] = self.cache.key(self.name, image_digest(image), prompt, self.settings())
+                hit = self.cache.get(key)
                 if hit is not None:
                     out[i] = hit
                     continue
@@ -76,6 +79,7 @@ class HFTarget:
                                           max_new_tokens=self.max_new_tokens)
                 for i, text in zip(chunk, texts):
                     out[i] = text
-                    if self.cache is not None and keys[i] is not None:
-                        self.cache.put(keys[i], text, {"model": self.name, "prompt": prompts[i]})
+                    stored = keys[i]
+                    if self.cache is not None and stored is not None:
+                        self.cache.put(stored, text, {"model": self.name, "prompt": prompts[i]})
         return [o if o is not None else "" for o in out]

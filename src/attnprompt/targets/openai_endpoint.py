@@ -304,7 +304,7 @@ class OpenAIEndpointTarget:
         extra = {k: v for k, v in resolved.items() if k not in ("max_tokens", "temperature")}
         text = self._complete(msgs, extra, "chat request", None,
                               max_tokens=resolved["max_tokens"], temperature=resolved["temperature"])
-        if key is not None:
+        if key is not None and self.cache is not None:
             self.cache.put(key, text, {"model": self.model, "endpoint": self.endpoint, "kind": "chat",
                                        "settings": resolved})
         return text

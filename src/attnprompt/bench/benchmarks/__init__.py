@@ -109,7 +109,7 @@ def load_from_hub(
     hub_items = spec.hub_items
     limit = check_limit(limit)
     try:
-        import datasets  # type: ignore[import-not-found]
+        import datasets
     except ImportError:
         raise AttnPromptError(
             "load_from_hub needs the 'datasets' package (pip install datasets); or download the official "
