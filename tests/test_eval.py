@@ -101,10 +101,10 @@ def test_pope_end_to_end_exact_scores(pope, tmp_path, tiny_clip_dir):
     assert records[0]["prompt"].startswith("Is there a circle in the image?")
     assert "Your previous answer is Yes, there is.. Evaluate the quality" in records[0]["prompt"] or \
         "Your previous answer is Yes, there is. Evaluate the quality" in records[0]["prompt"]
-    # masks made once by the core's manifest job, named by item id, reused by every condition
-    [mask_dir] = list((out / "masks").iterdir())
-    assert mask_dir.name == f"clip-{tiny_clip_dir.name}-default"  # a local folder is named by its own name
+    # masks made once by the core's manifest job into the content-addressed store
+    mask_dir = out / "masks"
     assert len(list(mask_dir.glob("*.png"))) == 5 and (mask_dir / "manifest.jsonl").is_file()
+    assert result["masks"]["computed"] == 5 and result["masks"]["reused"] == 0
     # report files
     assert (out / "scores.json").is_file() and (out / "table.csv").read_text().startswith("target,condition,pope")
     md = (out / "table.md").read_text()

@@ -794,6 +794,20 @@ def read_mmbench(
 # registry
 
 
+def read_mmmu(
+    data: str | os.PathLike[str], *, limit: int | None = None, split: str = "validation",
+    subjects: Sequence[str] | str | None = None, image_cache_dir: str | os.PathLike[str] | None = None,
+    prompt_suffix: str = MULTIPLE_CHOICE_SUFFIX, open_prompt_suffix: str = SHORT_ANSWER_SUFFIX,
+) -> list[Item]:
+    """MMMU: see :func:`attnprompt.bench.benchmarks.mmmu.read_mmmu` (imported on use: it builds on
+    the helpers of this module)."""
+    from .benchmarks.mmmu import read_mmmu as read
+
+    return read(data, limit=limit, split=split, subjects=subjects, image_cache_dir=image_cache_dir,
+                prompt_suffix=prompt_suffix, open_prompt_suffix=open_prompt_suffix)
+
+
+
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     spec.name: spec
     for spec in (
@@ -836,6 +850,13 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             ("mmbench_dev_20230712.tsv (or one MMBench_DEV_EN*.tsv)",),
             "DIR/mmbench_dev_20230712.tsv (or one DIR/MMBench_DEV_EN*.tsv, or tsv=NAME); images are base64 in the TSV",
             "mmbench", MULTIPLE_CHOICE_SUFFIX, "https://download.openmmlab.com/mmclassification/datasets/mmbench/mmbench_dev_20230712.tsv",
+        ),
+        BenchmarkSpec(
+            "mmmu", read_mmmu, "MMMU validation: 900 college-level questions, 30 subjects in 6 disciplines",
+            ("<Subject>/validation-*.parquet (the hub repository MMMU/MMMU)", "or a datasets save_to_disk folder"),
+            "DIR/<Subject>/validation-*.parquet as in the hub repository MMMU/MMMU (images embedded), "
+            "or a folder saved with datasets' save_to_disk",
+            "mmmu", MULTIPLE_CHOICE_SUFFIX, "https://huggingface.co/datasets/MMMU/MMMU",
         ),
     )
 }

@@ -3,9 +3,10 @@
 The run folder holds everything needed to resume and to report::
 
     OUT/run.json                    the settings (a rerun must match them)
-    OUT/masks/<auxiliary>/          annotated images + manifest.jsonl, made by the core's manifest
-                                    job (attnprompt.jobs.run_manifest) and reused by every
-                                    condition and by later runs that point --masks-dir here
+    OUT/masks/                      the content-addressed store of prompt images (bench/masks.py):
+                                    <key>.png + manifest.jsonl, keyed by image content, query,
+                                    auxiliary and mask settings; shared by every condition, and by
+                                    other benchmarks and runs that point --masks-dir at it
     OUT/answers/<condition>.jsonl   one fsynced line per answered item (id, prompt, answer | error)
     OUT/scores.json                 per condition: headline, per-category, official extras, units;
                                     paired bootstrap of each condition against the baseline
@@ -31,6 +32,7 @@ from ..io import ManifestRow, append_jsonl, atomic_write_text, load_image, read_
 from .conditions import Condition, get_conditions
 from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
 from .items import Item, Score
+from .masks import MaskCounts, make_masks
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
@@ -48,11 +50,25 @@ class Target(Protocol):
 
 def _query(item: Item) -> str:
     """The question without the benchmark's answer-format instruction (the auxiliary's query)."""
+    if item.meta.get("query"):
+        return str(item.meta["query"])
     text = item.question
     for suffix in (VIZWIZ_SUFFIX, SHORT_ANSWER_SUFFIX, MULTIPLE_CHOICE_SUFFIX):
         if text.endswith(suffix):
             return text[: -len(suffix)].strip()
     return text.strip()
+
+
+def _sources(item: Item, multi: bool) -> list[str]:
+    """The images the target sees: all the question refers to for a target that takes several
+    (``meta["images"]``, MMMU), else ``item.image``."""
+    images = item.meta.get("images") if multi else None
+    return [str(p) for p in images] if images else [item.image]
+
+
+def _takes_several_images(target: Any) -> bool:
+    """A target declares ``max_images`` > 1 when its ``answer`` accepts a list of images per prompt."""
+    return int(getattr(target, "max_images", 1) or 1) > 1
 
 
 def _check_run(out: Path, settings: dict[str, Any]) -> None:
@@ -71,38 +87,17 @@ def _check_run(out: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
 
 
-def make_masks(
-    items: Sequence[Item],
-    prompter: Any,
-    folder: str | os.PathLike[str],
-    *,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> dict[str, str | Exception]:
-    """Annotated images for every item through the core's manifest job; ``{id: path | error}``."""
-    from ..jobs import OUTPUT_MANIFEST, run_manifest
-
-    rows = [ManifestRow(id=it.id, image=it.image, question=_query(it), line=i + 1) for i, it in enumerate(items)]
-    run_manifest(prompter, rows, folder, batch_size=batch_size, progress=progress)
-    out: dict[str, str | Exception] = {}
-    for rec in read_jsonl_tolerant(Path(folder) / OUTPUT_MANIFEST):
-        if rec.get("status") == "ok" and rec.get("output"):
-            out[str(rec["id"])] = str(Path(folder) / rec["output"])
-        elif str(rec.get("id")) not in out:
-            out[str(rec.get("id"))] = AttnPromptError(str(rec.get("error") or "annotation failed"))
-    return out
-
-
 def _answer_condition(
     condition: Condition,
     items: Sequence[Item],
     target: Target,
-    images: Mapping[str, str | Exception],
+    images: Mapping[str, Sequence[str | Exception]],
     previous: Mapping[str, str] | None,
     path: Path,
     *,
     chunk: int,
     progress: bool,
+    multi: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Answer every item not yet in ``path``; returns ``{id: record}`` for all items in the file."""
     old = read_jsonl_tolerant(path) if path.exists() else []
@@ -112,16 +107,18 @@ def _answer_condition(
     try:
         for start in range(0, len(todo), chunk):
             batch = todo[start:start + chunk]
-            ready: list[tuple[Item, Image.Image, str]] = []
+            ready: list[tuple[Item, Any, str]] = []
             for it in batch:
-                source = images.get(it.id, it.image)
+                sources = images.get(it.id) or _sources(it, multi)
                 try:
-                    if isinstance(source, Exception):
-                        raise source
+                    for source in sources:
+                        if isinstance(source, Exception):
+                            raise source
                     if previous is not None and it.id not in previous:
                         raise AttnPromptError("no answer under 'original' to reflect on")
                     prompt = condition.prompt(it.question, previous.get(it.id) if previous is not None else None)
-                    ready.append((it, load_image(source), prompt))
+                    loaded = [load_image(str(src)) for src in sources]
+                    ready.append((it, loaded if len(loaded) > 1 else loaded[0], prompt))
                 except ROW_ERRORS as exc:
                     append_jsonl(path, {"id": it.id, "condition": condition.name, "answer": None, "error": str(exc)})
                     bar.update(1)
@@ -141,11 +138,12 @@ def _answer_condition(
 def score_answers(benchmark: str, items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:
     """Score answers with the benchmark's official scorer (``judge`` for GPT-judged benchmarks)."""
     from . import scorers
+    from .benchmarks.mmmu import score_mmmu
 
     kind = BENCHMARKS[benchmark].scorer
     rule_based: dict[str, Callable[..., Score]] = {
         "vqa": scorers.score_vqa, "pope": scorers.score_pope, "mme": scorers.score_mme,
-        "mmbench": scorers.score_mmbench,
+        "mmbench": scorers.score_mmbench, "mmmu": score_mmmu,
     }
     if kind in rule_based:
         if kind == "mme":
@@ -211,14 +209,27 @@ def evaluate(
                       "limit": limit, "preset": preset,
                       "auxiliary": {m: _model_name(auxiliaries[m]) for m in sorted(masks_needed)}})
 
-    images: dict[str | None, Mapping[str, str | Exception]] = {None: {}}
+    multi = _takes_several_images(target)
+    images: dict[str | None, Mapping[str, Sequence[str | Exception]]] = {None: {}}
+    counts = MaskCounts()
     for m in sorted(masks_needed):
         aux = auxiliaries[m]
         prompter = aux if isinstance(aux, Prompter) else Prompter(str(aux), kind=m, preset=preset)
-        name = safe_stem(f"{m}-{_model_name(aux)}-{preset or 'default'}")
-        folder = Path(masks_dir) / name if masks_dir else root / "masks" / name
+        folder = Path(masks_dir) if masks_dir else root / "masks"
         _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
-        images[m] = make_masks(items, prompter, folder, batch_size=batch_size, progress=progress)
+        wanted = [(src, _query(it)) for it in items for src in _sources(it, multi)]
+        made, computed, reused = make_masks(wanted, prompter, folder, batch_size=batch_size, progress=progress)
+        per_item: dict[str, list[str | Exception]] = {}
+        position = 0
+        for it in items:
+            n = len(_sources(it, multi))
+            per_item[it.id] = made[position:position + n]
+            position += n
+        images[m] = per_item
+        # every further condition on the same auxiliary reuses the whole set
+        uses = sum(c.mask == m for c in conds)
+        ok = sum(isinstance(p, str) for p in made)
+        counts.add(m, computed, reused + ok * (uses - 1), len(made) - ok)
 
     records: dict[str, dict[str, dict[str, Any]]] = {}
     order = ([get_conditions("original")[0]] if any(c.reflects for c in conds) and "original" not in names else []) + [
@@ -229,10 +240,10 @@ def evaluate(
             previous = {k: r["answer"] for k, r in records["original"].items()}
         records[c.name] = _answer_condition(c, items, target, images[c.mask], previous,
                                             root / "answers" / f"{safe_stem(c.name)}.jsonl",
-                                            chunk=max(1, batch_size) * 4, progress=progress)
+                                            chunk=max(1, batch_size) * 4, progress=progress, multi=multi)
 
     result: dict[str, Any] = {"benchmark": benchmark, "target": target.name, "n_items": len(items),
-                              "conditions": {}, "baseline": None, "comparisons": {}}
+                              "conditions": {}, "baseline": None, "comparisons": {}, "masks": counts.to_dict()}
     scores: dict[str, Score] = {}
     for c in conds:
         answered = {k: str(r["answer"]) for k, r in records[c.name].items()}
