@@ -110,8 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv} "
                     "and prints the table. Rerun the same command to resume.",
     )
-    ev.add_argument("--benchmark", required=True, help="mmvet, llavabench, pope, mme, textvqa, vizwiz or mmbench")
-    ev.add_argument("--data", required=True, help="the benchmark's folder (layouts: docs/benchmarks.md)")
+    ev.add_argument("--benchmark", required=True,
+                    help="mmvet, llavabench, pope, mme, textvqa, vizwiz, mmbench or mmmu")
+    ev.add_argument("--data", required=True,
+                    help="the benchmark's folder (layouts: docs/benchmarks.md), or hf:ORG/NAME[@split] / "
+                         "hf:FOLDER[@split] to read a Hugging Face copy through `datasets`")
+    ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a reader option (repeatable), e.g. splits=random, images_dir=DIR, subjects=Math,Art, "
+                         "prompt_suffix=... (an unknown key is refused with the list of the reader's options)")
     ev.add_argument("--target", required=True, help="target model: hub id / folder (local), or a served model name")
     ev.add_argument("--endpoint", default=None,
                     help="OpenAI-compatible base URL (vLLM, SGLang, OpenAI): the target is served there")
@@ -300,6 +306,14 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.benchmark not in BENCHMARKS:
         raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    from .bench.conditions import get_conditions
+    from .bench.datasets import load_data
+
+    get_conditions(args.conditions)  # a typo fails before any work
+    options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
+    items = load_data(args.benchmark, args.data, limit=args.limit, **options)  # read and checked before any model loads
+    if not items:
+        raise AttnPromptError(f"{args.benchmark}: no items to evaluate in {args.data}")
     judged = BENCHMARKS[args.benchmark].scorer.endswith("-judge")
     max_new = args.max_new_tokens or (512 if judged else 128)
     out = Path(args.out)
@@ -327,10 +341,45 @@ def _eval(args: argparse.Namespace) -> int:
         lvlm = Prompter(args.target, kind="lvlm", preset=args.preset, auxiliary=target.model)  # shares the weights
     result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
                       lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, judge=judge, limit=args.limit,
-                      batch_size=args.batch_size, progress=not args.quiet)
+                      data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet)
     print(format_table([result]), end="")
     print(f"results: {out.resolve()}", file=sys.stderr)
     return 0
+
+
+def _reader_options(benchmark: str, pairs: Sequence[str], *, hub: bool = False) -> dict:
+    """``--option KEY=VALUE`` pairs -> reader keyword options, typed by the reader's defaults
+    (``true``/``false`` for a flag, numbers for a number; ``\\n`` in text is a newline); an
+    unknown key is refused in one line. ``hub``: data read through ``datasets`` (``hf:``), which
+    also takes ``image_cache_dir`` and ``config`` (the dataset configuration)."""
+    import inspect
+
+    from .bench.datasets import BENCHMARKS
+
+    spec = BENCHMARKS[benchmark]
+    params = inspect.signature(spec.reader).parameters
+    allowed = spec.options() + ([k for k in ("image_cache_dir", "config") if k not in spec.options()] if hub else [])
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise AttnPromptError(f"--option {pair!r}: expected KEY=VALUE")
+        if key not in allowed:
+            raise AttnPromptError(f"{benchmark} has no option {key!r}; its options: {', '.join(allowed)}")
+        default = params[key].default if key in params else None
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise AttnPromptError(f"--option {key}: expected true or false, got {value!r}")
+            out[key] = value.lower() in ("true", "1", "yes")
+        elif isinstance(default, int):
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise AttnPromptError(f"--option {key}: expected an integer, got {value!r}") from None
+        else:
+            out[key] = value.replace("\\n", "\n").replace("\\t", "\t")
+    return out
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ __all__ = [
     "VIZWIZ_SUFFIX",
     "MULTIPLE_CHOICE_SUFFIX",
     "load_benchmark",
+    "load_data",
     "load_from_hub",
     "read_llavabench",
     "read_mmbench",
@@ -445,23 +446,36 @@ def read_llavabench(data: str | os.PathLike[str], *, limit: int | None = None, p
 
 def read_pope(
     data: str | os.PathLike[str], *, limit: int | None = None, images_dir: str | os.PathLike[str] | None = None,
-    splits: Sequence[str] = POPE_SPLITS, prompt_suffix: str = SHORT_ANSWER_SUFFIX,
+    splits: Sequence[str] | str | None = None, prompt_suffix: str = SHORT_ANSWER_SUFFIX,
 ) -> list[Item]:
     """POPE (COCO): ``coco_pope_{random,popular,adversarial}.json`` (JSON lines) + COCO val2014 images.
 
-    The question files may sit in DIR or in ``DIR/coco``. Images come from ``images_dir``
+    The question files may sit in DIR or in ``DIR/coco``. ``splits`` (a list or comma-separated)
+    picks some; by default every split present is read and one warning names the missing ones
+    (a folder with only ``coco_pope_random.json`` works). Images come from ``images_dir``
     (default ``DIR/images``, else ``DIR/val2014``). Ids are ``"{split}-{question_id}"`` (each file
     numbers its questions from 1); ``category`` is the split.
     """
     root, log = _root(data), _Log("pope")
     if isinstance(splits, str):
-        splits = [s for s in splits.split(",") if s]
-    bad = [s for s in splits if s not in POPE_SPLITS]
-    if bad or not splits:
-        raise AttnPromptError(f"pope: unknown split(s) {bad or splits!r}; choose from {', '.join(POPE_SPLITS)}")
-    files = [
-        (s, _find("pope", root, [f"coco_pope_{s}.json", f"coco/coco_pope_{s}.json"])) for s in splits
-    ]
+        splits = [s.strip() for s in splits.split(",") if s.strip()]
+    if splits is not None:
+        bad = [s for s in splits if s not in POPE_SPLITS]
+        if bad or not splits:
+            raise AttnPromptError(f"pope: unknown split(s) {bad or splits!r}; choose from {', '.join(POPE_SPLITS)}")
+        files = [
+            (s, _find("pope", root, [f"coco_pope_{s}.json", f"coco/coco_pope_{s}.json"])) for s in splits
+        ]
+    else:
+        found = {s: next((root / rel for rel in (f"coco_pope_{s}.json", f"coco/coco_pope_{s}.json")
+                          if (root / rel).is_file()), None) for s in POPE_SPLITS}
+        files = [(s, p) for s, p in found.items() if p is not None]
+        if not files:
+            raise _layout_error("pope", root / "coco_pope_random.json")
+        missing = [s for s, p in found.items() if p is None]
+        if missing:
+            log.warn(f"split(s) {', '.join(missing)} not found in {root} (coco_pope_<split>.json); "
+                     f"reading {', '.join(s for s, _ in files)}")
     if images_dir is not None:
         images = Path(images_dir).expanduser().absolute()
         if not images.is_dir():
@@ -932,19 +946,60 @@ def _hub_items(name: str, row: dict[str, Any], image: Path, n: int, seen: dict[s
     raise AttnPromptError(f"load_from_hub does not support {name!r}")
 
 
-def load_from_hub(
-    name: str, hub_id: str, split: str, *, limit: int | None = None, image_cache_dir: str | os.PathLike[str] | None = None,
-    prompt_suffix: str | None = None, circular: bool = True, config: str | None = None,
-) -> list[Item]:
-    """The items of benchmark ``name`` from a Hugging Face dataset in the lmms-lab schema.
+#: the split a ``hf:ORG/NAME`` copy is read from when ``@split`` is not given (lmms-lab's names)
+HUB_SPLITS = {"pope": "test", "mme": "test", "mmbench": "dev", "textvqa": "validation", "vizwiz": "val",
+              "mmvet": "test", "llavabench": "train", "mmmu": "validation"}
+#: reader options that also apply to hub data (the others name files of the official layout)
+_HUB_OPTIONS = {"prompt_suffix", "image_cache_dir", "circular", "splits", "subtasks", "subjects", "open_prompt_suffix"}
 
-    ``config`` is the dataset configuration (``"en"`` for lmms-lab/MMBench). Needs the optional ``datasets`` package and network access (or its cache). Images are saved
-    as PNG under ``image_cache_dir`` (default ``~/.cache/attnprompt/hub/<hub_id>/<split>``), named
-    by row number. ``limit`` counts rows. The official files (:func:`load_benchmark`) remain the
-    reference; the hub copies re-encode images and differ in small ways (see ``docs/benchmarks.md``).
+
+def _open_hub(datasets: Any, hub_id: str, split: str, config: str | None) -> Iterable[dict[str, Any]]:
+    """Rows of ``hub_id``: a folder saved with ``save_to_disk``, a local data folder or file
+    (parquet, JSON...), or a dataset on the Hugging Face Hub (or in its cache)."""
+    local = Path(hub_id).expanduser()
+    if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
+        ds = datasets.load_from_disk(str(local))
+        if hasattr(ds, "keys") and not hasattr(ds, "features"):  # a DatasetDict
+            if split not in ds:
+                raise AttnPromptError(f"{local} has no split {split!r}; it has {', '.join(ds)}")
+            ds = ds[split]
+        return ds  # type: ignore[no-any-return]
+    if local.exists():
+        files = [str(local)] if local.is_file() else sorted(
+            str(p) for p in local.rglob("*.parquet") if split in p.name or split in p.parent.name)
+        if not files:
+            raise AttnPromptError(f"no {split} parquet file in {local} (names must contain the split)")
+        return datasets.load_dataset("parquet", data_files={split: files}, split=split)  # type: ignore[no-any-return]
+    if config:
+        return datasets.load_dataset(hub_id, config, split=split)  # type: ignore[no-any-return]
+    return datasets.load_dataset(hub_id, split=split)  # type: ignore[no-any-return]
+
+
+def load_from_hub(
+    name: str, hub_id: str, split: str | None = None, *, limit: int | None = None,
+    image_cache_dir: str | os.PathLike[str] | None = None, config: str | None = None, **options: Any,
+) -> list[Item]:
+    """The items of benchmark ``name`` read through the ``datasets`` library (``--data hf:ID[@split]``).
+
+    ``hub_id`` is a Hugging Face dataset in the lmms-lab schema (MMMU: MMMU/MMMU, one
+    configuration per subject, all read unless ``subjects=`` is given), a folder written by
+    ``save_to_disk``, or a local folder of parquet files whose names (or folder) contain the split.
+    ``split`` defaults to :data:`HUB_SPLITS`; ``config`` is the configuration (``"en"`` for
+    lmms-lab/MMBench). ``options`` are the reader's that apply to hub data (``prompt_suffix``;
+    ``circular`` for MMBench; ``splits`` for POPE and ``subtasks`` for MME filter the category
+    column; ``subjects``/``open_prompt_suffix`` for MMMU). Images are saved as PNG under
+    ``image_cache_dir`` (default ``~/.cache/attnprompt/hub/<id>/<split>``). ``limit`` counts
+    questions. The official files (:func:`load_benchmark`) remain the reference; the hub copies
+    re-encode images and differ in small ways (see ``docs/benchmarks.md``).
     """
     spec = _spec(name)
     limit = _check_limit(limit)
+    split = split or HUB_SPLITS.get(name, "test")
+    _check_options(spec, {k: v for k, v in options.items() if k != "image_cache_dir"})
+    not_hub = [k for k in options if k not in _HUB_OPTIONS]
+    if not_hub:
+        raise AttnPromptError(f"{name}: option(s) {', '.join(not_hub)} name files of the official layout and do "
+                              "not apply to hf: data")
     try:
         import datasets  # type: ignore[import-not-found]
     except ImportError:
@@ -952,26 +1007,62 @@ def load_from_hub(
             "load_from_hub needs the 'datasets' package (pip install datasets); or download the official "
             f"files and use load_benchmark / --data (see {DOCS})"
         ) from None
-    try:
-        ds = datasets.load_dataset(hub_id, config, split=split) if config else datasets.load_dataset(hub_id, split=split)
-    except Exception as e:  # network, auth, unknown split...: one clear line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise AttnPromptError(
-            f"cannot load {hub_id!r} split {split!r} from the Hugging Face Hub ({type(e).__name__}: {first}); "
-            f"offline? download the official files and use --data (see {DOCS})"
-        ) from None
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{hub_id}/{split}")
     cache = Path(image_cache_dir).expanduser().absolute() if image_cache_dir is not None else (
         Path.home() / ".cache" / "attnprompt" / "hub" / safe
     )
     cache.mkdir(parents=True, exist_ok=True)
-    suffix = spec.prompt_suffix if prompt_suffix is None else prompt_suffix
+    suffix = options.get("prompt_suffix", spec.prompt_suffix)
     log = _Log(name)
+
+    def rows_of(cfg: str | None) -> Iterable[dict[str, Any]]:
+        try:
+            return _open_hub(datasets, hub_id, split, cfg)
+        except AttnPromptError:
+            raise
+        except Exception as e:  # network, auth, unknown split...: one clear line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise AttnPromptError(
+                f"cannot load {hub_id!r} split {split!r} ({type(e).__name__}: {first}); "
+                f"offline? download the official files and use --data (see {DOCS})"
+            ) from None
+
+    if name == "mmmu":
+        from .benchmarks.mmmu import SUBJECTS, _image_writer, mmmu_item, subject_of
+
+        subjects = options.get("subjects")
+        if isinstance(subjects, str):
+            subjects = [x.strip() for x in subjects.split(",") if x.strip()]
+        per_subject = not Path(hub_id).expanduser().exists() and config is None
+        sources = [(s, rows_of(s)) for s in (subjects or SUBJECTS)] if per_subject else [(config, rows_of(config))]
+        write = _image_writer(cache)
+        mmmu_items: list[Item] = []
+        for _, rows in sources:
+            for n, row in enumerate(rows):
+                if _full(limit, len(mmmu_items)):
+                    break
+                qid = str(row.get("id", ""))
+                if subjects and subject_of(qid) not in subjects:
+                    continue
+                log.rows += 1
+                try:
+                    mmmu_items.append(mmmu_item(
+                        row, lambda k, v, qid=qid: write(qid, k, v), prompt_suffix=options.get("prompt_suffix", suffix),  # type: ignore[misc]
+                        open_prompt_suffix=options.get("open_prompt_suffix", SHORT_ANSWER_SUFFIX)))
+                except _BadRow as e:
+                    log.bad(f"{hub_id} [{split}] row {n}", str(e))
+        return _finish(mmmu_items, log, f"{hub_id} [{split}]", limit)
+
+    keep = options.get("splits") if name == "pope" else options.get("subtasks") if name == "mme" else None
+    if isinstance(keep, str):
+        keep = [x.strip() for x in keep.split(",") if x.strip()]
     items: list[Item] = []
     seen: dict[str, int] = {}
-    for n, row in enumerate(ds):
-        if _full(limit, n):
+    for n, row in enumerate(rows_of(config)):
+        if _full(limit, len(items)):
             break
+        if keep and str(row.get("category")) not in keep:
+            continue
         log.rows += 1
         try:
             img = row.get("image")
@@ -980,7 +1071,20 @@ def load_from_hub(
             path = cache / f"{n:06d}.png"
             if not path.is_file():
                 img.convert("RGB").save(path)
-            items.extend(_hub_items(name, row, path, n, seen, suffix, circular))
+            items.extend(_hub_items(name, row, path, n, seen, suffix, bool(options.get("circular", True))))
         except _BadRow as e:
             log.bad(f"{hub_id} [{split}] row {n}", str(e))
     return _finish(items, log, f"{hub_id} [{split}]", limit)
+
+
+def load_data(name: str, data: str | os.PathLike[str], *, limit: int | None = None, **options: Any) -> list[Item]:
+    """``--data``: ``hf:ID[@split]`` reads through :func:`load_from_hub`, anything else is the
+    folder of the official release (:func:`load_benchmark`)."""
+    text = str(data)
+    if text.startswith("hf:"):
+        ref = text[3:]
+        hub_id, _, split = ref.rpartition("@") if "@" in ref else (ref, "", "")
+        if not hub_id.strip():
+            raise AttnPromptError(f"--data {text!r}: expected hf:ORG/NAME[@split] or hf:FOLDER[@split]")
+        return load_from_hub(name, hub_id, split or None, limit=limit, **options)
+    return load_benchmark(name, data, limit=limit, **options)

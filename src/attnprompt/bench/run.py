@@ -30,9 +30,10 @@ from PIL import Image
 from ..errors import AttnPromptError
 from ..io import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
 from .conditions import Condition, get_conditions
-from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
+from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_data
 from .items import Item, Score
 from .masks import MaskCounts, make_masks
+from .metrics import category_name, headline_name, official_metrics
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
@@ -174,6 +175,7 @@ def evaluate(
     judge: Any = None,
     limit: int | None = None,
     data_options: Mapping[str, Any] | None = None,
+    items: Sequence[Item] | None = None,
     batch_size: int = 8,
     n_boot: int = 2000,
     seed: int = 0,
@@ -183,7 +185,9 @@ def evaluate(
 
     ``clip`` / ``lvlm``: the auxiliary for the ``api-clip`` / ``api-lvlm`` conditions: a model name
     (hub id, folder, shipped name) or a loaded :class:`attnprompt.Prompter`. ``preset`` is the
-    mask preset for both. Returns the content of ``scores.json``.
+    mask preset for both. ``data`` is the release folder or ``hf:ID[@split]``
+    (:func:`~attnprompt.bench.datasets.load_data`); ``items`` skips reading it (already read, as
+    the command line does before loading any model). Returns the content of ``scores.json``.
     """
     from ..prompter import Prompter
 
@@ -198,7 +202,8 @@ def evaluate(
     for m in sorted(masks_needed):
         if auxiliaries[m] is None:
             raise AttnPromptError(f"the {m} conditions need an auxiliary model: give --aux-{m} MODEL")
-    items = load_benchmark(benchmark, data, limit=limit, **dict(data_options or {}))
+    if items is None:
+        items = load_data(benchmark, data, limit=limit, **dict(data_options or {}))
     if not items:
         raise AttnPromptError(f"{benchmark}: no items to evaluate in {data}")
     root = Path(out)
@@ -243,6 +248,7 @@ def evaluate(
                                             chunk=max(1, batch_size) * 4, progress=progress, multi=multi)
 
     result: dict[str, Any] = {"benchmark": benchmark, "target": target.name, "n_items": len(items),
+                              "metric": headline_name(kind), "category_metric": category_name(kind),
                               "conditions": {}, "baseline": None, "comparisons": {}, "masks": counts.to_dict()}
     scores: dict[str, Score] = {}
     for c in conds:
@@ -256,6 +262,7 @@ def evaluate(
             "overall": s.overall, "per_category": s.per_category, "extra": s.extra, "units": s.units,
             "answered": len(scored_items), "errors": len(items) - len(scored_items),
         }
+        result["conditions"][c.name]["official"] = dict(official_metrics(kind, result["conditions"][c.name]))
     baseline = "original" if "original" in scores else names[0]
     result["baseline"] = baseline
     for name, s in scores.items():
@@ -314,22 +321,38 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 # --- tables ---------------------------------------------------------------------------------------
 
 
-def _rows(results: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Rows: (target, condition); columns: per benchmark the headline, the difference to the
-    baseline with its 95% CI and the number of changed units, then the per-category scores."""
+def _kind(benchmark: str) -> str:
+    spec = BENCHMARKS.get(benchmark)
+    return spec.scorer if spec else ""
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _rows(results: Sequence[Mapping[str, Any]], official: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Rows: (target, condition); columns: per benchmark the headline (its metric in the header),
+    the difference to the baseline with its 95% CI and the number of changed units, then the
+    per-category scores; with ``official`` also every official figure (:mod:`.metrics`)."""
     benchmarks = list(dict.fromkeys(r["benchmark"] for r in results))
     cats = {b: list(dict.fromkeys(c for r in results if r["benchmark"] == b
                                   for cond in r["conditions"].values() for c in cond["per_category"]))
             for b in benchmarks}
+    names = {b: list(dict.fromkeys(m for r in results if r["benchmark"] == b for cond in r["conditions"].values()
+                                   for m, _ in official_metrics(_kind(b), cond))) if official else []
+             for b in benchmarks}
     header = ["target", "condition"]
     for b in benchmarks:
-        header += [b, f"{b} diff [95% CI]", f"{b} changed"] + [f"{b}:{c}" for c in cats[b]]
+        header += [f"{b} {headline_name(_kind(b))}", f"{b} diff [95% CI]", f"{b} changed"]
+        header += [f"{b}:{c}" for c in cats[b]] + [f"{b} | {m}" for m in names[b][1:]]
     table: dict[tuple[str, str], dict[str, str]] = {}
     for r in results:
         b = r["benchmark"]
         for name, cond in r["conditions"].items():
             row = table.setdefault((r["target"], name), {})
-            row[b] = f"{cond['overall']:.2f}"
+            row[f"{b} {headline_name(_kind(b))}"] = f"{cond['overall']:.2f}"
             cmp = r["comparisons"].get(name)
             row[f"{b} diff [95% CI]"] = (f"{cmp['diff']:+.2f} [{cmp['ci'][0]:+.2f}, {cmp['ci'][1]:+.2f}]"
                                          if cmp else "baseline")
@@ -337,27 +360,54 @@ def _rows(results: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[st
             for c in cats[b]:
                 v = cond["per_category"].get(c)
                 row[f"{b}:{c}"] = "" if v is None else f"{v:.2f}"
+            if official:
+                for m, v in official_metrics(_kind(b), cond)[1:]:
+                    row[f"{b} | {m}"] = _fmt(v)
     body = [[t, cname] + [row.get(h, "") for h in header[2:]] for (t, cname), row in table.items()]
     return header, body
 
 
-def format_table(results: Sequence[Mapping[str, Any]]) -> str:
-    """A Markdown table of one or more runs' ``scores.json``."""
+def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
+
+
+def format_table(results: Sequence[Mapping[str, Any]], *, details: bool = False) -> str:
+    """A Markdown table of one or more runs' ``scores.json``: headline, difference to the baseline
+    and per-category scores, with a line naming each column's metric; with ``details`` also, per
+    benchmark, every official figure (rows) for every condition (columns), and the mask counts."""
     header, body = _rows(results)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
+    lines = _markdown(header, body)
+    benchmarks = list(dict.fromkeys(r["benchmark"] for r in results))
+    lines.append("")
+    lines += [f"{b}: {headline_name(_kind(b))}; {b}:CATEGORY = {category_name(_kind(b))}; diff = condition - baseline "
+              "with a paired-bootstrap 95% CI; changed = units whose score changed" for b in benchmarks]
+    if not details:
+        return "\n".join(lines) + "\n"
+    for b in benchmarks:
+        runs = [(r, name, cond) for r in results if r["benchmark"] == b for name, cond in r["conditions"].items()]
+        metrics = list(dict.fromkeys(m for _, _, cond in runs for m, _ in official_metrics(_kind(b), cond)))
+        values = [dict(official_metrics(_kind(b), cond)) for _, _, cond in runs]
+        lines += ["", f"## {b}: official metrics", ""]
+        lines += _markdown(["metric"] + [f"{r['target']} / {name}" for r, name, _ in runs],
+                           [[m] + [_fmt(v.get(m)) for v in values] for m in metrics])
+    for r in results:
+        masks = r.get("masks")
+        if masks and (masks.get("computed") or masks.get("reused") or masks.get("failed")):
+            lines += ["", f"{r['benchmark']} / {r['target']}: masks: {masks['computed']} computed, "
+                          f"{masks['reused']} reused, {masks.get('failed', 0)} failed"]
     return "\n".join(lines) + "\n"
 
 
 def write_table(results: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``table.md`` and ``table.csv`` into ``folder``."""
-    header, body = _rows(results)
+    """Write ``table.md`` (the table, the metric legend, every official figure, the mask counts)
+    and ``table.csv`` (one row per target and condition, every figure a column) into ``folder``."""
+    header, body = _rows(results, official=True)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(body)
     md, csv_path = Path(folder) / "table.md", Path(folder) / "table.csv"
-    atomic_write_text(md, format_table(results))
+    atomic_write_text(md, format_table(results, details=True))
     atomic_write_text(csv_path, buf.getvalue())
     return md, csv_path
 
