@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     _mask_options(selfp)
     selfp.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    sub.add_parser("presets", help="list the presets and their settings")
+    pr = sub.add_parser("presets", help="list the presets, and the per-benchmark presets eval uses, with their sources")
+    pr.add_argument("--presets-dir", default=None,
+                    help="also list the preset files naming a benchmark in this folder (default: $ATTNPROMPT_PRESETS_DIR)")
 
     demo = sub.add_parser(
         "demo", help="run the whole pipeline offline on shapes-world scenes and write an HTML report",
@@ -128,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--aux-clip", default=None, help="CLIP auxiliary for api-clip conditions "
                     "(default: openai/clip-vit-large-patch14-336)")
     ev.add_argument("--aux-lvlm", default=None, help="LVLM auxiliary for api-lvlm conditions (default: the target)")
-    ev.add_argument("--preset", default=None, help="mask preset (default: the project default)")
+    ev.add_argument("--preset", default=None,
+                    help="mask preset name or file for every auxiliary (default: the benchmark's preset, "
+                         "see `attnprompt presets`)")
+    ev.add_argument("--presets-dir", default=None,
+                    help="a folder of preset files naming a benchmark (e.g. written by attnprompt tune); they "
+                         "extend the per-benchmark table (default: $ATTNPROMPT_PRESETS_DIR)")
     ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
     ev.add_argument("--judge", default=None, help="judge model for MM-Vet / LLaVA-Bench (e.g. gpt-4o-2024-08-06)")
     ev.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible base URL of the judge")
@@ -309,7 +316,11 @@ def _eval(args: argparse.Namespace) -> int:
     from .bench.conditions import get_conditions
     from .bench.datasets import load_data
 
+    from .bench.presets import benchmark_preset
+
     get_conditions(args.conditions)  # a typo fails before any work
+    for kind in ("clip", "lvlm"):
+        benchmark_preset(args.benchmark, kind, args.preset, args.presets_dir)  # a bad preset too
     options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
     items = load_data(args.benchmark, args.data, limit=args.limit, **options)  # read and checked before any model loads
     if not items:
@@ -336,11 +347,14 @@ def _eval(args: argparse.Namespace) -> int:
                                      max_concurrency=args.concurrency, cache=AnswerCache(out / "judge-cache"))
     lvlm = args.aux_lvlm
     if lvlm is None and "lvlm" in args.conditions and not args.endpoint:
+        from .bench.presets import benchmark_preset
         from .prompter import Prompter
 
-        lvlm = Prompter(args.target, kind="lvlm", preset=args.preset, auxiliary=target.model)  # shares the weights
+        chosen, _ = benchmark_preset(args.benchmark, "lvlm", args.preset, args.presets_dir)
+        lvlm = Prompter(args.target, kind="lvlm", preset=chosen, auxiliary=target.model)  # shares the weights
     result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
-                      lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, judge=judge, limit=args.limit,
+                      lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, presets_dir=args.presets_dir,
+                      judge=judge, limit=args.limit,
                       data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet)
     print(format_table([result]), end="")
     print(f"results: {out.resolve()}", file=sys.stderr)
@@ -394,11 +408,24 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _presets() -> int:
+def _presets(args: argparse.Namespace) -> int:
+    from .bench.datasets import BENCHMARKS
+    from .bench.presets import benchmark_presets
+
     for kind, table in (("clip", PRESETS), ("lvlm", LVLM_PRESETS)):
         for name, cfg in table.items():
             settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
             print(f"{kind:4s} {name:12s} {settings}")
+    print("\nper benchmark (attnprompt eval without --preset):")
+    table = benchmark_presets(getattr(args, "presets_dir", None))
+    for bench in dict.fromkeys([*BENCHMARKS, *(b for b, _ in table)]):
+        for kind in ("clip", "lvlm"):
+            entry = table.get((bench, kind))
+            if entry is None:
+                print(f"{bench:10s} {kind:4s} default")
+                continue
+            settings = ", ".join(f"{k}={v}" for k, v in entry.config.to_dict().items())
+            print(f"{bench:10s} {kind:4s} {settings}\n{'':15s} source: {entry.source}")
     return 0
 
 
@@ -435,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "self-prompt":
             return _self_prompt(args)
         if args.command == "presets":
-            return _presets()
+            return _presets(args)
         if args.command == "demo":
             return _demo(args)
         if args.command == "eval":

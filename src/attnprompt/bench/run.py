@@ -34,6 +34,7 @@ from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, V
 from .items import Item, Score
 from .masks import MaskCounts, make_masks
 from .metrics import category_name, headline_name, official_metrics
+from .presets import benchmark_preset
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
@@ -172,6 +173,7 @@ def evaluate(
     lvlm: Any = None,
     preset: str | None = None,
     masks_dir: str | os.PathLike[str] | None = None,
+    presets_dir: str | os.PathLike[str] | None = None,
     judge: Any = None,
     limit: int | None = None,
     data_options: Mapping[str, Any] | None = None,
@@ -185,7 +187,8 @@ def evaluate(
 
     ``clip`` / ``lvlm``: the auxiliary for the ``api-clip`` / ``api-lvlm`` conditions: a model name
     (hub id, folder, shipped name) or a loaded :class:`attnprompt.Prompter`. ``preset`` is the
-    mask preset for both. ``data`` is the release folder or ``hf:ID[@split]``
+    mask preset for both; without it each auxiliary uses the benchmark's preset
+    (:mod:`attnprompt.bench.presets`, extended by the preset files in ``presets_dir``). ``data`` is the release folder or ``hf:ID[@split]``
     (:func:`~attnprompt.bench.datasets.load_data`); ``items`` skips reading it (already read, as
     the command line does before loading any model). Returns the content of ``scores.json``.
     """
@@ -202,6 +205,7 @@ def evaluate(
     for m in sorted(masks_needed):
         if auxiliaries[m] is None:
             raise AttnPromptError(f"the {m} conditions need an auxiliary model: give --aux-{m} MODEL")
+    chosen = {m: benchmark_preset(benchmark, m, preset, presets_dir) for m in sorted(masks_needed)}
     if items is None:
         items = load_data(benchmark, data, limit=limit, **dict(data_options or {}))
     if not items:
@@ -217,9 +221,14 @@ def evaluate(
     multi = _takes_several_images(target)
     images: dict[str | None, Mapping[str, Sequence[str | Exception]]] = {None: {}}
     counts = MaskCounts()
+    used_presets: dict[str, dict[str, Any]] = {}
     for m in sorted(masks_needed):
         aux = auxiliaries[m]
-        prompter = aux if isinstance(aux, Prompter) else Prompter(str(aux), kind=m, preset=preset)
+        if isinstance(aux, Prompter):
+            prompter, source = aux, "the settings of the Prompter given"
+        else:
+            prompter, source = Prompter(str(aux), kind=m, preset=chosen[m][0]), chosen[m][1]
+        used_presets[m] = {"settings": prompter.config.to_dict(), "source": source}
         folder = Path(masks_dir) if masks_dir else root / "masks"
         _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
         wanted = [(src, _query(it)) for it in items for src in _sources(it, multi)]
@@ -249,7 +258,8 @@ def evaluate(
 
     result: dict[str, Any] = {"benchmark": benchmark, "target": target.name, "n_items": len(items),
                               "metric": headline_name(kind), "category_metric": category_name(kind),
-                              "conditions": {}, "baseline": None, "comparisons": {}, "masks": counts.to_dict()}
+                              "conditions": {}, "baseline": None, "comparisons": {}, "masks": counts.to_dict(),
+                              "presets": used_presets}
     scores: dict[str, Score] = {}
     for c in conds:
         answered = {k: str(r["answer"]) for k, r in records[c.name].items()}
