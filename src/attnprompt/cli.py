@@ -409,6 +409,9 @@ def _eval(args: argparse.Namespace) -> int:
                       judge=judge, limit=args.limit,
                       data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet)
     print(format_table([result]), end="")
+    masks = result.get("masks") or {}
+    if masks.get("computed") or masks.get("reused"):
+        print(f"masks: {masks['computed']} computed, {masks['reused']} reused", file=sys.stderr)
     print(f"results: {out.resolve()}", file=sys.stderr)
     return 0
 
