@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import AttnPromptError
-from ..io import ManifestRow, read_jsonl_tolerant
+from ..files import ManifestRow, read_jsonl_tolerant
 
 __all__ = ["MaskCounts", "auxiliary_identity", "file_digest", "mask_key", "make_masks"]
 

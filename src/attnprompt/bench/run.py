@@ -23,14 +23,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from PIL import Image
 
-from ..errors import AttnPromptError
-from ..io import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from ..errors import ROW_ERRORS, AttnPromptError
+from ..files import append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from ..progress import progress_bar
+from ..styles import STYLES
+from .benchmarks import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_data
 from .conditions import Condition, get_conditions
-from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_data
 from .items import Item, Score
 from .masks import MaskCounts, make_masks
 from .metrics import category_name, headline_name, official_metrics
@@ -38,8 +40,6 @@ from .presets import benchmark_preset
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
-
-ROW_ERRORS = (AttnPromptError, OSError, ValueError)
 
 
 class Target(Protocol):
@@ -105,7 +105,7 @@ def _answer_condition(
     old = read_jsonl_tolerant(path) if path.exists() else []
     done = {str(r["id"]): r for r in old if "id" in r and r.get("answer") is not None}
     todo = [it for it in items if it.id not in done]
-    bar = _bar(len(todo), f"answer {condition.name}", progress)
+    bar = progress_bar(len(todo), desc=f"answer {condition.name}", unit="q", enabled=progress)
     try:
         for start in range(0, len(todo), chunk):
             batch = todo[start:start + chunk]
@@ -139,27 +139,12 @@ def _answer_condition(
 
 def score_answers(benchmark: str, items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:
     """Score answers with the benchmark's official scorer (``judge`` for GPT-judged benchmarks)."""
-    from . import scorers
-    from .benchmarks.mmmu import score_mmmu
-
-    kind = BENCHMARKS[benchmark].scorer
-    rule_based: dict[str, Callable[..., Score]] = {
-        "vqa": scorers.score_vqa, "pope": scorers.score_pope, "mme": scorers.score_mme,
-        "mmbench": scorers.score_mmbench, "mmmu": score_mmmu,
-    }
-    if kind in rule_based:
-        if kind == "mme":
-            return scorers.score_mme(items, answers, strict_pairs=False)
-        return rule_based[kind](items, answers)
-    from . import judges
-
-    if judge is None:
+    spec = BENCHMARKS[benchmark]
+    if spec.scorer.endswith("-judge") and judge is None:
         raise AttnPromptError(f"{benchmark} is scored by a GPT judge: give --judge MODEL (and --judge-endpoint URL)")
-    if kind == "mmvet-judge":
-        return judges.judge_mmvet(items, answers, judge)
-    if kind == "llavabench-judge":
-        return judges.judge_llavabench(items, answers, judge)
-    raise AttnPromptError(f"no scorer {kind!r} for {benchmark}")
+    if spec.score is None:
+        raise AttnPromptError(f"no scorer {spec.scorer!r} for {benchmark}")
+    return spec.score(items, answers, judge)
 
 
 def evaluate(
@@ -219,9 +204,11 @@ def evaluate(
                       "auxiliary": {m: _model_name(auxiliaries[m]) for m in sorted(masks_needed)}})
 
     multi = _takes_several_images(target)
-    images: dict[str | None, Mapping[str, Sequence[str | Exception]]] = {None: {}}
+    images: dict[Any, Mapping[str, Sequence[str | Exception]]] = {None: {}}
     counts = MaskCounts()
     used_presets: dict[str, dict[str, Any]] = {}
+    folder = Path(masks_dir) if masks_dir else root / "masks"
+    wanted = [(src, _query(it)) for it in items for src in _sources(it, multi)]
     for m in sorted(masks_needed):
         aux = auxiliaries[m]
         if isinstance(aux, Prompter):
@@ -229,21 +216,29 @@ def evaluate(
         else:
             prompter, source = Prompter(str(aux), kind=m, preset=chosen[m][0]), chosen[m][1]
         used_presets[m] = {"settings": prompter.config.to_dict(), "source": source}
-        folder = Path(masks_dir) if masks_dir else root / "masks"
-        _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
-        wanted = [(src, _query(it)) for it in items for src in _sources(it, multi)]
-        made, computed, reused = make_masks(wanted, prompter, folder, batch_size=batch_size, progress=progress)
-        per_item: dict[str, list[str | Exception]] = {}
-        position = 0
-        for it in items:
-            n = len(_sources(it, multi))
-            per_item[it.id] = made[position:position + n]
-            position += n
-        images[m] = per_item
-        # every further condition on the same auxiliary reuses the whole set
-        uses = sum(c.mask == m for c in conds)
-        ok = sum(isinstance(p, str) for p in made)
-        counts.add(m, computed, reused + ok * (uses - 1), len(made) - ok)
+        # one set of prompt images per distinct mask setting (api-clip, api-clip:blur, ...), all in
+        # one content-addressed store: a setting already made (by another condition, benchmark or
+        # run) is reused
+        for settings in dict.fromkeys(c.settings for c in conds if c.mask == m):
+            variant = prompter
+            if settings:
+                variant = Prompter(auxiliary=prompter.auxiliary, preset=prompter.config, **dict(settings))
+            if STYLES[variant.config.style].images > 1 and not getattr(target, "multi_image", False):
+                raise AttnPromptError(f"style {variant.config.style} gives {STYLES[variant.config.style].images} "
+                                      f"images per question; target {target.name} takes one")
+            _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
+            made, computed, reused = make_masks(wanted, variant, folder, batch_size=batch_size, progress=progress)
+            per_item: dict[str, list[str | Exception]] = {}
+            position = 0
+            for it in items:
+                n = len(_sources(it, multi))
+                per_item[it.id] = made[position:position + n]
+                position += n
+            images[(m, settings)] = per_item
+            # every further condition with the same auxiliary and settings reuses the whole set
+            uses = sum(c.mask == m and c.settings == settings for c in conds)
+            ok = sum(isinstance(p, str) for p in made)
+            counts.add(m, computed, reused + ok * (uses - 1), len(made) - ok)
 
     records: dict[str, dict[str, dict[str, Any]]] = {}
     order = ([get_conditions("original")[0]] if any(c.reflects for c in conds) and "original" not in names else []) + [
@@ -252,7 +247,8 @@ def evaluate(
         previous = None
         if c.reflects:
             previous = {k: r["answer"] for k, r in records["original"].items()}
-        records[c.name] = _answer_condition(c, items, target, images[c.mask], previous,
+        records[c.name] = _answer_condition(c, items, target, images[(c.mask, c.settings) if c.mask else None],
+                                            previous,
                                             root / "answers" / f"{safe_stem(c.name)}.jsonl",
                                             chunk=max(1, batch_size) * 4, progress=progress, multi=multi)
 
@@ -312,20 +308,6 @@ def _say(enabled: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled or total == 0:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="q", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
 # --- tables ---------------------------------------------------------------------------------------

@@ -31,20 +31,22 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..datasets import (
+from ...errors import AttnPromptError
+from ..items import Item, Score
+from .common import (
     DOCS,
     MULTIPLE_CHOICE_SUFFIX,
     SHORT_ANSWER_SUFFIX,
-    _BadRow,
-    _check_limit,
-    _finish,
-    _full,
-    _Log,
+    BadRow,
+    BenchmarkSpec,
+    Log,
+    check_limit,
+    finish,
+    full,
 )
-from ..items import Item, Score
-from ...errors import AttnPromptError
 
 __all__ = [
+    "SPEC",
     "DISCIPLINES",
     "SUBJECTS",
     "mmmu_prompt",
@@ -84,9 +86,9 @@ def _options(value: Any) -> list[str]:
         try:
             value = ast.literal_eval(value) if value.strip() else []
         except (ValueError, SyntaxError):
-            raise _BadRow(f"options {value[:60]!r} is not a list") from None
+            raise BadRow(f"options {value[:60]!r} is not a list") from None
     if not isinstance(value, (list, tuple)) or not all(isinstance(o, (str, int, float)) for o in value):
-        raise _BadRow(f"options must be a list of strings, got {type(value).__name__}")
+        raise BadRow(f"options must be a list of strings, got {type(value).__name__}")
     return [str(o) for o in value]
 
 
@@ -109,7 +111,7 @@ def _gold(answer: Any, question_type: str, n_options: int) -> tuple[str, ...]:
     if question_type == "multiple-choice":
         letter = str(answer).strip().upper()
         if not re.fullmatch(r"[A-Z]", letter) or ord(letter) - ord("A") >= n_options:
-            raise _BadRow(f"answer {answer!r} is not one of the {n_options} option letters")
+            raise BadRow(f"answer {answer!r} is not one of the {n_options} option letters")
         return (letter,)
     if isinstance(answer, str) and answer.strip().startswith("[") and answer.strip().endswith("]"):
         try:
@@ -122,7 +124,7 @@ def _gold(answer: Any, question_type: str, n_options: int) -> tuple[str, ...]:
         return tuple(str(a) for a in answer)
     if isinstance(answer, (int, float)) or (isinstance(answer, str) and answer.strip()):
         return (str(answer),)
-    raise _BadRow(f"empty answer {answer!r}")
+    raise BadRow(f"empty answer {answer!r}")
 
 
 def subject_of(item_id: str) -> str:
@@ -136,26 +138,26 @@ def mmmu_item(row: Mapping[str, Any], save_image: Callable[[str, Any], Path | No
     image, ``{"bytes", "path"}`` or ``None``) and returns its path, or ``None`` for no image."""
     qid = row.get("id")
     if not isinstance(qid, str) or not qid.strip():
-        raise _BadRow(f"field 'id' must be a non-empty string, got {qid!r}")
+        raise BadRow(f"field 'id' must be a non-empty string, got {qid!r}")
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
-        raise _BadRow("empty question")
+        raise BadRow("empty question")
     qtype = str(row.get("question_type") or "").strip()
     if qtype not in ("multiple-choice", "open"):
-        raise _BadRow(f"question_type must be 'multiple-choice' or 'open', got {qtype!r}")
+        raise BadRow(f"question_type must be 'multiple-choice' or 'open', got {qtype!r}")
     options = _options(row.get("options", "[]")) if qtype == "multiple-choice" else []
     if qtype == "multiple-choice" and len(options) < 2:
-        raise _BadRow(f"a multiple-choice question needs at least 2 options, found {len(options)}")
+        raise BadRow(f"a multiple-choice question needs at least 2 options, found {len(options)}")
     subject = subject_of(qid)
     if subject not in SUBJECTS:
-        raise _BadRow(f"id {qid!r} does not name one of the 30 MMMU subjects")
+        raise BadRow(f"id {qid!r} does not name one of the 30 MMMU subjects")
     images: dict[int, Path] = {}
     for n in range(1, MAX_IMAGES + 1):
         path = save_image(f"image_{n}", row.get(f"image_{n}"))
         if path is not None:
             images[n] = path
     if 1 not in images:
-        raise _BadRow("no image_1")
+        raise BadRow("no image_1")
     text = question + "".join(options)
     referred = sorted({int(n) for n in _PLACEHOLDER.findall(text) if int(n) in images}) or [1]
     return Item(
@@ -197,12 +199,12 @@ def _image_writer(cache: Path) -> Callable[[str, str, Any], Path | None]:
             return path
         blob = value.get("bytes") if isinstance(value, Mapping) else value if isinstance(value, bytes) else None
         if not blob:
-            raise _BadRow(f"{name} holds no image bytes")
+            raise BadRow(f"{name} holds no image bytes")
         try:
             with Image.open(io.BytesIO(blob)) as im:
                 ext = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp"}.get(im.format or "", ".img")
         except (UnidentifiedImageError, OSError):
-            raise _BadRow(f"{name} does not decode to an image") from None
+            raise BadRow(f"{name} does not decode to an image") from None
         path = cache / f"{stem}{ext}"
         if not (path.is_file() and path.stat().st_size == len(blob)):
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -284,8 +286,8 @@ def read_mmmu(
     subject present, with one warning naming the missing ones. Embedded images are written once
     to ``image_cache_dir`` (default ``DIR/.attnprompt_images/<split>``). ``limit`` counts questions.
     """
-    root, log = Path(data).expanduser().absolute(), _Log("mmmu")
-    limit = _check_limit(limit)
+    root, log = Path(data).expanduser().absolute(), Log("mmmu")
+    limit = check_limit(limit)
     if split not in SPLITS:
         raise AttnPromptError(f"mmmu: unknown split {split!r}; choose from {', '.join(SPLITS)}")
     if isinstance(subjects, str):
@@ -316,7 +318,7 @@ def read_mmmu(
     items: list[Item] = []
     for where, rows in sources:
         for n, row in enumerate(rows()):
-            if _full(limit, len(items)):
+            if full(limit, len(items)):
                 break
             qid = str(row.get("id", ""))
             if wanted is not None and subject_of(qid) not in wanted:
@@ -325,9 +327,9 @@ def read_mmmu(
             try:
                 items.append(mmmu_item(row, lambda name, value: write(qid, name, value), prompt_suffix=prompt_suffix,
                                        open_prompt_suffix=open_prompt_suffix))
-            except _BadRow as e:
+            except BadRow as e:
                 log.bad(f"{where} row {n}", str(e))
-    return _finish(items, log, root, limit)
+    return finish(items, log, root, limit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,3 +531,54 @@ def score_mmmu(items: Sequence[Item], answers: Mapping[str, str]) -> Score:
         },
     )
 
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face copies and the registry entry
+
+
+def hub_reader(rows_of: Callable[[str | None], Iterable[dict[str, Any]]], where: str, *, local: bool,
+               config: str | None, limit: int | None, cache: Path, options: Mapping[str, Any]) -> list[Item]:
+    """Items of a ``datasets`` copy: ``rows_of(config)`` gives the rows of one configuration; a Hub
+    id (``MMMU/MMMU``) has one per subject (all, or ``subjects=``), a local copy holds them all."""
+    subjects = options.get("subjects")
+    if isinstance(subjects, str):
+        subjects = [x.strip() for x in subjects.split(",") if x.strip()]
+    bad = [x for x in subjects or [] if x not in SUBJECTS]
+    if bad:
+        raise AttnPromptError(f"mmmu: unknown subject(s) {', '.join(bad)}; the 30 subjects: {', '.join(SUBJECTS)}")
+    configs: list[str | None] = [config] if local or config else list(subjects or SUBJECTS)
+    write = _image_writer(cache)
+    log = Log("mmmu")
+    items: list[Item] = []
+    for cfg in configs:
+        for n, row in enumerate(rows_of(cfg)):
+            if full(limit, len(items)):
+                break
+            qid = str(row.get("id", ""))
+            if subjects and subject_of(qid) not in subjects:
+                continue
+            log.rows += 1
+            try:
+                items.append(mmmu_item(row, lambda k, v, qid=qid: write(qid, k, v),  # type: ignore[misc]
+                                       prompt_suffix=options.get("prompt_suffix", MULTIPLE_CHOICE_SUFFIX),
+                                       open_prompt_suffix=options.get("open_prompt_suffix", SHORT_ANSWER_SUFFIX)))
+            except BadRow as e:
+                log.bad(f"{where} row {n}", str(e))
+    return finish(items, log, where, limit)
+
+
+def score(items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:
+    """MMMU accuracy overall, per discipline, subject and subfield."""
+    return score_mmmu(items, answers)
+
+
+LAYOUT = ("DIR/<Subject>/validation-*.parquet as in the hub repository MMMU/MMMU (images embedded), "
+          "or a folder saved with datasets' save_to_disk")
+
+SPEC = BenchmarkSpec(
+    "mmmu", read_mmmu, "MMMU validation: 900 college-level questions, 30 subjects in 6 disciplines",
+    ("<Subject>/validation-*.parquet (the hub repository MMMU/MMMU)", "or a datasets save_to_disk folder"),
+    LAYOUT, "mmmu", MULTIPLE_CHOICE_SUFFIX, "https://huggingface.co/datasets/MMMU/MMMU",
+    score=score, hub_reader=hub_reader,
+)
