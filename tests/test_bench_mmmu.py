@@ -84,7 +84,8 @@ def test_reader_official_layout_prompts_and_images(tmp_path):
     assert mc.question == PROMPT_MC and mc.answers == ("B",) and mc.category == "Math"
     assert mc.meta["options"] == {"A": "circle", "B": "square", "C": "triangle", "D": "star"}
     assert mc.meta["discipline"] == "Science" and mc.meta["subfield"] == "Geometry"
-    assert mc.meta["query"] == "What is ?"
+    assert mc.query == "What is ?\n(A) circle\n(B) square\n(C) triangle\n(D) star"  # no <image N>, no instruction
+    assert open_q.query == "Compute 24 divided by 7."
     assert open_q.question == PROMPT_OPEN and open_q.answers == ("24/7", "3.429")  # a list stored as text
     # image_1 is the single-image fallback; a multi-image question lists every image it refers to
     assert Image.open(multi.image).getpixel((0, 0)) == COLORS[0]

@@ -31,7 +31,7 @@ from ..errors import ROW_ERRORS, AttnPromptError
 from ..files import append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
 from ..progress import progress_bar
 from ..styles import STYLES
-from .benchmarks import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_data
+from .benchmarks import BENCHMARKS, load_data
 from .conditions import Condition, get_conditions
 from .items import Item, Score
 from .masks import MaskCounts, make_masks
@@ -51,14 +51,9 @@ class Target(Protocol):
 
 
 def _query(item: Item) -> str:
-    """The question without the benchmark's answer-format instruction (the auxiliary's query)."""
-    if item.meta.get("query"):
-        return str(item.meta["query"])
-    text = item.question
-    for suffix in (VIZWIZ_SUFFIX, SHORT_ANSWER_SUFFIX, MULTIPLE_CHOICE_SUFFIX):
-        if text.endswith(suffix):
-            return text[: -len(suffix)].strip()
-    return text.strip()
+    """What the auxiliary is asked: the item's query (the question without the answer-format
+    instruction)."""
+    return item.query.strip()
 
 
 def _sources(item: Item, multi: bool) -> list[str]:

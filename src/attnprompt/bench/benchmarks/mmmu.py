@@ -160,11 +160,12 @@ def mmmu_item(row: Mapping[str, Any], save_image: Callable[[str, Any], Path | No
         raise BadRow("no image_1")
     text = question + "".join(options)
     referred = sorted({int(n) for n in _PLACEHOLDER.findall(text) if int(n) in images}) or [1]
+    instruction = prompt_suffix if qtype == "multiple-choice" else open_prompt_suffix
+    prompt = mmmu_prompt(question, options, qtype, prompt_suffix=prompt_suffix, open_prompt_suffix=open_prompt_suffix)
     return Item(
         id=qid,
         image=str(images[1]),
-        question=mmmu_prompt(question, options, qtype, prompt_suffix=prompt_suffix,
-                             open_prompt_suffix=open_prompt_suffix),
+        question=prompt,
         answers=_gold(row.get("answer"), qtype, len(options)),
         category=subject,
         meta={
@@ -173,8 +174,10 @@ def mmmu_item(row: Mapping[str, Any], save_image: Callable[[str, Any], Path | No
             "discipline": SUBJECTS[subject],
             "subfield": str(row.get("subfield") or ""),
             "images": [str(images[n]) for n in referred],
-            "query": _PLACEHOLDER.sub("", question).strip(),
         },
+        # the auxiliary and a judge see the question and options without the <image N> tags
+        query=_PLACEHOLDER.sub("", prompt[: len(prompt) - len(instruction)] if instruction else prompt).strip(),
+        instruction=instruction,
     )
 
 
