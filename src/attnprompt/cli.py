@@ -404,7 +404,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.benchmark not in BENCHMARKS:
         raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
     from .bench.conditions import get_conditions
-    from .bench.datasets import load_data
+    from .bench.benchmarks import load_data
 
     from .bench.presets import benchmark_preset
 
@@ -463,7 +463,7 @@ def _reader_options(benchmark: str, pairs: Sequence[str], *, hub: bool = False) 
     also takes ``image_cache_dir`` and ``config`` (the dataset configuration)."""
     import inspect
 
-    from .bench.datasets import BENCHMARKS
+    from .bench.benchmarks import BENCHMARKS
 
     spec = BENCHMARKS[benchmark]
     params = inspect.signature(spec.reader).parameters
@@ -504,7 +504,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from .bench.datasets import BENCHMARKS
+    from .bench.benchmarks import BENCHMARKS
     from .bench.presets import benchmark_presets
     from .geometry import AUTO_MAX_ASPECT, auto_forwards
 
@@ -521,10 +521,10 @@ def _presets(args: argparse.Namespace) -> int:
         print(f"  {style.name:8s} {style.description} [{params}]")
     print("\na model folder's attnprompt_preset.json is what 'default' means for that model")
     print("\nper benchmark (attnprompt eval without --preset; see attnprompt.bench.presets for the precedence):")
-    table = benchmark_presets(getattr(args, "presets_dir", None))
-    for bench in dict.fromkeys([*BENCHMARKS, *(b for b, _ in table)]):
+    per_benchmark = benchmark_presets(getattr(args, "presets_dir", None))
+    for bench in dict.fromkeys([*BENCHMARKS, *(b for b, _ in per_benchmark)]):
         for kind in ("clip", "lvlm"):
-            entry = table.get((bench, kind))
+            entry = per_benchmark.get((bench, kind))
             if entry is None:
                 print(f"{bench:10s} {kind:4s} default")
                 continue

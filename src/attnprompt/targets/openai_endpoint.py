@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image
 
@@ -199,8 +199,8 @@ class OpenAIEndpointTarget:
         """The chat messages sent for one (image or images, prompt) pair."""
         parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         if image is not None:
-            imgs = [{"type": "image_url", "image_url": {"url": encode_image_data_url(im)}}
-                    for im in (image if isinstance(image, (list, tuple)) else [image])]
+            shown: list[Image.Image] = list(image) if isinstance(image, (list, tuple)) else [cast(Image.Image, image)]
+            imgs = [{"type": "image_url", "image_url": {"url": encode_image_data_url(im)}} for im in shown]
             parts = [*imgs, *parts] if self.image_first else [*parts, *imgs]
         messages: list[dict[str, Any]] = []
         if self.system_prompt is not None:
@@ -225,7 +225,8 @@ class OpenAIEndpointTarget:
             )
         for i, (im, p) in enumerate(zip(images, prompts)):
             several = isinstance(im, (list, tuple))
-            if several and not (0 < len(im) <= self.max_images and all(isinstance(x, Image.Image) for x in im)):
+            if isinstance(im, (list, tuple)) and not (0 < len(im) <= self.max_images
+                                                      and all(isinstance(x, Image.Image) for x in im)):
                 raise AttnPromptError(f"OpenAI endpoint: item {i}: a list of images must hold 1 to {self.max_images} "
                                       "PIL images")
             if im is not None and not several and not isinstance(im, Image.Image):

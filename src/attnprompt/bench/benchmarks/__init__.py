@@ -195,7 +195,7 @@ def load_from_hub(
             continue
         log.rows += 1
         try:
-            img = row.get("image")
+            img: Any = row.get("image")
             if not hasattr(img, "save"):
                 raise BadRow("column 'image' is not an image")
             path = cache / f"{n:06d}.png"
