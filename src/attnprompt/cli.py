@@ -8,7 +8,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from .prompter import Prompter
@@ -110,35 +110,64 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv} "
                     "and prints the table. Rerun the same command to resume.",
     )
+    ev.add_argument("--conditions", default="original,api-clip",
+                    help="comma-separated: original, api-clip, api-lvlm, step-by-step, masked-hint, "
+                         "self-reflection, api-clip+self-reflection... (default: original,api-clip)")
+    ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
+    _benchmark_options(ev)
+
+    tn = sub.add_parser(
+        "tune", help="grid over mask knobs and prompt styles on a validation split; the best as a preset file",
+        description="For one auxiliary, one target and one benchmark: each knob of the mask (layers, comp layer, "
+                    "enhance, kernel, gray, geometry, style...) one at a time around the base preset, then every "
+                    "knob at its best value; each setting an eval run (original and the prompt) with a paired "
+                    "bootstrap CI. Writes OUT/{tune.json,table.md,preset.json,ablation.png,index.html}; "
+                    "rerun the same command to resume. Choose on a validation split; test once with "
+                    "`attnprompt eval --preset OUT/preset.json`.",
+        epilog="examples:\n  attnprompt tune --benchmark vizwiz --data shapes-val --target shapes-llava "
+               "--aux-clip shapes-clip --out runs/tune --limit 300\n"
+               "  attnprompt tune ... --grid kernel=1,3,5 --grid layers=-1,-2,-3..-1,all --grid comp_layer=-2,none",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _benchmark_options(tn)
+    tn.add_argument("--grid", action="append", metavar="KNOB=V1,V2",
+                    help="values of one knob (repeatable): layers (a layer, a range a..b, or all), comp_layer "
+                         "(or none), enhance, kernel, interpolation, gray, geometry, style... "
+                         "(default: a grid over every knob)")
+    tn.add_argument("--no-combine", action="store_true", help="skip the setting with every knob at its best value")
+    tn.add_argument("--examples", type=int, default=6, help="example items shown in index.html (default 6)")
+
+    rep = sub.add_parser("report", help="merge eval run folders into one table")
+    rep.add_argument("runs", nargs="+", help="folders written by attnprompt eval")
+    rep.add_argument("--out", default=None, help="also write table.md and table.csv into this folder")
+    return parser
+
+
+def _benchmark_options(ev: argparse.ArgumentParser) -> None:
+    """The data, target and auxiliary options shared by ``eval`` and ``tune``."""
     ev.add_argument("--benchmark", required=True, help="mmvet, llavabench, pope, mme, textvqa, vizwiz or mmbench")
     ev.add_argument("--data", required=True, help="the benchmark's folder (layouts: docs/benchmarks.md)")
     ev.add_argument("--target", required=True, help="target model: hub id / folder (local), or a served model name")
     ev.add_argument("--endpoint", default=None,
                     help="OpenAI-compatible base URL (vLLM, SGLang, OpenAI): the target is served there")
     ev.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    ev.add_argument("--conditions", default="original,api-clip",
-                    help="comma-separated: original, api-clip, api-lvlm, step-by-step, masked-hint, "
-                         "self-reflection, api-clip+self-reflection... (default: original,api-clip)")
     ev.add_argument("--aux-clip", default=None, help="CLIP auxiliary for api-clip conditions "
                     "(default: openai/clip-vit-large-patch14-336)")
     ev.add_argument("--aux-lvlm", default=None, help="LVLM auxiliary for api-lvlm conditions (default: the target)")
     ev.add_argument("--preset", default=None, help="mask preset (default: the project default)")
-    ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
     ev.add_argument("--judge", default=None, help="judge model for MM-Vet / LLaVA-Bench (e.g. gpt-4o-2024-08-06)")
     ev.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible base URL of the judge")
     ev.add_argument("--out", required=True, help="run folder")
     ev.add_argument("--limit", type=int, default=None, help="first N questions (groups for MMBench, images for MME)")
+    ev.add_argument("--prompt-suffix", default=None,
+                    help="the answer-format instruction appended to each question (default: the benchmark's "
+                         "LLaVA-1.5 instruction; '' for none)")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default 128; 512 for judged)")
     ev.add_argument("--concurrency", type=int, default=8, help="parallel requests to an endpoint")
     ev.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
     ev.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    rep = sub.add_parser("report", help="merge eval run folders into one table")
-    rep.add_argument("runs", nargs="+", help="folders written by attnprompt eval")
-    rep.add_argument("--out", default=None, help="also write table.md and table.csv into this folder")
-    return parser
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -292,10 +321,9 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from .auxiliary.base import DEFAULT_MODEL
+def _target_and_judge(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The target (local or served) and the judge of ``eval`` / ``tune``, answers cached under OUT."""
     from .bench.datasets import BENCHMARKS
-    from .bench.run import evaluate, format_table
     from .targets import AnswerCache
 
     if args.benchmark not in BENCHMARKS:
@@ -304,6 +332,7 @@ def _eval(args: argparse.Namespace) -> int:
     max_new = args.max_new_tokens or (512 if judged else 128)
     out = Path(args.out)
     cache = AnswerCache(out / "cache")
+    target: Any
     if args.endpoint:
         from .targets import OpenAIEndpointTarget
 
@@ -320,6 +349,19 @@ def _eval(args: argparse.Namespace) -> int:
 
         judge = OpenAIEndpointTarget(args.judge, base_url=args.judge_endpoint, api_key_env=args.api_key_env,
                                      max_concurrency=args.concurrency, cache=AnswerCache(out / "judge-cache"))
+    return target, judge
+
+
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {} if args.prompt_suffix is None else {"prompt_suffix": args.prompt_suffix.replace("\\n", "\n")}
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .auxiliary.base import DEFAULT_MODEL
+    from .bench.run import evaluate, format_table
+
+    target, judge = _target_and_judge(args)
+    out = Path(args.out)
     lvlm = args.aux_lvlm
     if lvlm is None and "lvlm" in args.conditions and not args.endpoint:
         from .prompter import Prompter
@@ -327,9 +369,37 @@ def _eval(args: argparse.Namespace) -> int:
         lvlm = Prompter(args.target, kind="lvlm", preset=args.preset, auxiliary=target.model)  # shares the weights
     result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
                       lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, judge=judge, limit=args.limit,
-                      batch_size=args.batch_size, progress=not args.quiet)
+                      data_options=_data_options(args), batch_size=args.batch_size, progress=not args.quiet)
     print(format_table([result]), end="")
     print(f"results: {out.resolve()}", file=sys.stderr)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .auxiliary.base import DEFAULT_MODEL
+    from .bench.tune import format_tune_table, parse_grid, tune
+    from .prompter import Prompter
+
+    if args.examples < 0:
+        raise AttnPromptError("--examples must be 0 or more")
+    if args.quiet:
+        _quiet_loading()
+    kind = "lvlm" if args.aux_lvlm and not args.aux_clip else "clip"
+    target, judge = _target_and_judge(args)
+    if kind == "lvlm":
+        shared = args.aux_lvlm == args.target and not args.endpoint
+        prompter = Prompter(args.aux_lvlm, kind="lvlm", preset=args.preset, device=args.device,
+                            auxiliary=target.model if shared else None)
+    else:
+        prompter = Prompter(args.aux_clip or DEFAULT_MODEL, kind="clip", preset=args.preset, device=args.device)
+    grid = parse_grid(args.grid, int(getattr(prompter.auxiliary, "num_layers", 0) or 0)) if args.grid else None
+    document = tune(args.benchmark, args.data, target, args.out, auxiliary=prompter, kind=kind, grid=grid,
+                    combine=not args.no_combine, judge=judge, limit=args.limit, data_options=_data_options(args),
+                    batch_size=args.batch_size, examples=args.examples, progress=not args.quiet)
+    print(format_tune_table(document), end="")
+    out = Path(args.out).resolve()
+    print(f"chosen: {document['chosen']} -> {out / 'preset.json'} (use it with --preset {out / 'preset.json'})")
+    print(f"plots and examples: {out / 'index.html'}", file=sys.stderr)
     return 0
 
 
@@ -391,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "tune":
+            return _tune(args)
         if args.command == "report":
             return _report(args)
         parser.print_help()
