@@ -100,3 +100,23 @@ def test_combination_takes_each_knobs_best_value():
     combo = _combination(MaskConfig(), rows)
     assert combo is not None and dict(combo.overrides) == {"kernel": 1, "gray": 200}
     assert _combination(MaskConfig(), rows[:3]) is None  # one knob moved: already measured
+
+
+def test_confident_combination_keeps_the_more_confident_answer(folder, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "--benchmark", "vizwiz", "--data", str(folder), "--target", "shapes-llava",
+                 "--aux-clip", "shapes-clip", "--conditions", "original,api-clip,api-clip-or-original",
+                 "--out", str(out), "--limit", "6", "--prompt-suffix", "", "--device", "cpu", "--quiet"]) == 0
+    assert "api-clip-or-original" in capsys.readouterr().out
+
+    def answers(name):
+        return {r["id"]: r for r in map(json.loads, (out / "answers" / f"{name}.jsonl").read_text().splitlines())}
+
+    original, prompted, combined = answers("original"), answers("api-clip"), answers("api-clip-or-original")
+    assert len(combined) == 6
+    for key, r in combined.items():
+        assert r["original_answer"] == original[key]["answer"] and r["prompted_answer"] == prompted[key]["answer"]
+        keep = r["confidence"]["prompted"] >= r["confidence"]["original"]
+        assert r["kept"] == ("prompted" if keep else "original")
+        assert r["answer"] == (r["prompted_answer"] if keep else r["original_answer"])
+        assert r["confidence"]["original"] <= 0.0
