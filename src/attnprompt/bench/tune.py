@@ -256,13 +256,17 @@ def tune(
     n_boot: int = 2000,
     seed: int = 0,
     examples: int = 6,
+    choose: bool = True,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the grid (see the module doc) and write the run folder; returns ``tune.json``'s content.
 
     ``auxiliary``: a loaded :class:`attnprompt.Prompter` (its config is the base unless ``base``
     is given). ``grid``: ``{knob: [values]}`` (default: :func:`default_grid`). ``target``: an
-    ``attnprompt.bench.run.Target`` (answers are cached if it has a cache).
+    ``attnprompt.bench.run.Target`` (answers are cached if it has a cache). ``choose=False``
+    only measures (no preset file; for reporting the same settings on a test split).
+    ``progress``: progress bars; ``log``: one line per setting (default: stderr with ``progress``).
     """
     from ..prompter import Prompter
     from .run import evaluate
@@ -282,7 +286,7 @@ def tune(
     _check_identity(root / "tune.json", identity)
     kinds = _item_kinds(data)
     condition = CONDITION[kind]
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    say = log or ((lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None))
 
     rows: list[dict[str, Any]] = []
 
@@ -315,13 +319,14 @@ def tune(
         else:
             say(f"[{len(settings) + 1}/{len(settings) + 1}] no combination: fewer than two knobs beat the base")
     chosen = max(rows, key=lambda r: (r["diff"], r["knob"] is None))  # the base wins ties
-    config = base.replace(**chosen["overrides"])
-    source = (f"attnprompt tune: {benchmark} at {data} ({chosen['n']} units), target {target.name}, auxiliary "
-              f"{_model_name(auxiliary)}; {chosen['name']}: {chosen['score']:.2f}, {chosen['diff']:+.2f} "
-              f"[{chosen['ci'][0]:+.2f}, {chosen['ci'][1]:+.2f}] vs original")
-    preset = preset_document(config, kind, benchmark, source)
-    atomic_write_text(root / "preset.json", json.dumps(preset, indent=1) + "\n")
-    document = _write(root, identity, rows, chosen["name"])
+    if choose:
+        config = base.replace(**chosen["overrides"])
+        source = (f"attnprompt tune: {benchmark} at {data} ({chosen['n']} units), target {target.name}, auxiliary "
+                  f"{_model_name(auxiliary)}; {chosen['name']}: {chosen['score']:.2f}, {chosen['diff']:+.2f} "
+                  f"[{chosen['ci'][0]:+.2f}, {chosen['ci'][1]:+.2f}] vs original")
+        preset = preset_document(config, kind, benchmark, source)
+        atomic_write_text(root / "preset.json", json.dumps(preset, indent=1) + "\n")
+    document = _write(root, identity, rows, chosen["name"] if choose else None)
     atomic_write_text(root / "table.md", format_tune_table(document))
     _plots_and_page(root, document, grid, base, data, benchmark, kinds, examples)
     return document
@@ -451,8 +456,8 @@ def _page(root: Path, document: Mapping[str, Any], panels: Sequence[str], data: 
     rows = document["settings"]
     run = document["run"]
     condition = CONDITION[run["kind"]]
-    chosen = next(r for r in rows if r["name"] == document["chosen"])
     base_row = rows[0]
+    chosen = next((r for r in rows if r["name"] == document["chosen"]), base_row)
     shown = [base_row] + ([chosen] if chosen is not base_row else [])
     shown += [r for r in rows if r["knob"] == "style" and r not in shown]
     items = load_benchmark(benchmark, data, limit=run["limit"], **run.get("data_options", {}))[:max(0, examples)]
@@ -464,8 +469,9 @@ def _page(root: Path, document: Mapping[str, Any], panels: Sequence[str], data: 
              "padding:3px 6px;font-size:13px}img.s{width:160px;image-rendering:pixelated}</style>",
              f"<h1>attnprompt tune: {esc(benchmark)}</h1>",
              f"<p>target <b>{esc(run['target'])}</b>, auxiliary <b>{esc(run['auxiliary'])}</b> ({esc(run['kind'])}), "
-             f"data {esc(run['data'])}; chosen: <b>{esc(chosen['name'])}</b> (written to "
-             f"<a href='preset.json'>preset.json</a>, load it with <code>--preset preset.json</code>)</p>"]
+             f"data {esc(run['data'])}"
+             + (f"; chosen: <b>{esc(chosen['name'])}</b> (written to <a href='preset.json'>preset.json</a>, load "
+                f"it with <code>--preset preset.json</code>)</p>" if document["chosen"] else " (measured only)</p>")]
     table = format_tune_table(document).splitlines()
     parts.append(f"<p>{esc(table[0])}</p><table>")
     for i, line in enumerate(table[2:]):
