@@ -30,7 +30,10 @@ def test_pope_folder_is_read_by_the_pope_reader(tmp_path):
         labels = [it.answers[0] for it in items if it.category == split]
         assert labels.count("yes") == labels.count("no") == 4
     kinds = read_item_kinds(root)
-    assert set(kinds) == {it.id for it in items} and set(kinds.values()) == {"presence"}
+    assert set(kinds) == {it.id for it in items}
+    assert {kinds[it.id] for it in items if it.answers[0] == "yes"} == {"present"}
+    assert {kinds[it.id] for it in items if it.answers[0] == "no"} == {f"absent ({s})" for s in
+                                                                     ("random", "popular", "adversarial")}
     records = [json.loads(line) for line in (root / ITEMS_FILE).read_text().splitlines()]
     for it, rec in zip(items, records):
         scene = make_scene(rec["scene_seed"], n_objects=(3, 5), clutter=2.0)

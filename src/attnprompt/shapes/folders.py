@@ -6,8 +6,9 @@
     python -m attnprompt.shapes.folders pope OUT --scenes 200 --split validation
 
 Every folder also holds ``shapes_items.jsonl``: one record per benchmark item (the id the
-benchmark's reader gives it) with the question kind (``color+shape``, ``color``, ``shape``,
-``presence``), whether a distractor shares one attribute (``hard``), the scene seed and the
+benchmark's reader gives it) with the question kind (VizWiz: ``color+shape``, ``color``, ``shape``,
+``presence``; POPE: ``present``, or ``absent (random|popular|adversarial)`` by how the absent
+object was drawn), whether a distractor shares one attribute (``hard``), the scene seed and the
 answer, for per-kind tables (:func:`read_item_kinds`).
 
 Folders are deterministic: the same split (or seed) and options give byte-identical files.
@@ -119,7 +120,8 @@ def write_pope(out: str | os.PathLike[str], n_scenes: int = 200, *, split: str |
                 # The world's phrasing, which the shipped target was trained on ("is there a red star?").
                 files[rule].append({"question_id": qid, "image": name, "text": f"is there {_article(obj)} {obj}?",
                                     "label": label})
-                items[rule].append({"id": f"{rule}-{qid}", "kind": "presence", "hard": hard,
+                kind = "present" if label == "yes" else f"absent ({rule})"
+                items[rule].append({"id": f"{rule}-{qid}", "kind": kind, "hard": hard,
                               "scene_seed": scene.seed, "answer": label})
     for rule, rows in files.items():
         atomic_write_text(root / f"coco_pope_{rule}.json", _lines(rows))
