@@ -37,12 +37,13 @@ def test_tune_end_to_end_resume_and_outputs(folder, tmp_path, monkeypatch, capsy
 
     monkeypatch.setattr(LvlmAuxiliary, "answer", counting)
     out = tmp_path / "tune"
-    argv = _tune(folder, out, "--grid", "kernel=1,3", "--grid", "gray=0,200")
+    argv = _tune(folder, out, "--grid", "kernel=1,3", "--grid", "style=alpha,blur")
     assert main(argv) == 0
     printed = capsys.readouterr().out
     doc = json.loads((out / "tune.json").read_text())
     names = [r["name"] for r in doc["settings"]]
-    assert names[:3] == ["base", "kernel=1", "gray=200"]  # kernel 3 and gray 0 are the base's values
+    # the default preset's kernel 3 on a 24 x 24 grid is 1 on shapes-clip's 8 x 8 grid, its style alpha
+    assert names[:3] == ["base", "kernel=3", "style=blur"]
     for r in doc["settings"]:
         assert r["n"] == 6 and r["ci"][0] <= r["diff"] <= r["ci"][1]
         assert abs(r["score"] - r["original"] - r["diff"]) < 1e-3
@@ -57,14 +58,14 @@ def test_tune_end_to_end_resume_and_outputs(folder, tmp_path, monkeypatch, capsy
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "index.html").read_text()
     assert "ablation.png" in page and page.count("<img class=s") >= 4 and "preset.json" in page
-    assert "| kernel=1" in (out / "table.md").read_text()
+    assert "| kernel=3" in (out / "table.md").read_text()
 
     # rerun: every setting reused, not one new answer or mask
     calls.clear()
     assert main(argv) == 0
     assert calls == [] and json.loads((out / "tune.json").read_text())["settings"] == doc["settings"]
     # a narrower grid around the same base reuses the same folders too
-    assert main(_tune(folder, out, "--grid", "kernel=1")) == 0
+    assert main(_tune(folder, out, "--grid", "style=blur")) == 0
     assert calls == []
 
 

@@ -50,7 +50,7 @@ __all__ = ["Setting", "default_grid", "parse_grid", "plan", "tune", "format_tune
 PRESET_FORMAT = "attnprompt-preset"
 #: The knobs a grid may vary (``style`` and others only where :class:`MaskConfig` has them).
 KNOBS = ("layers", "comp_layer", "enhance", "kernel", "interpolation", "gray", "geometry", "style",
-         "reduction", "max_new_tokens")
+         "strict_order", "reduction", "max_new_tokens")
 CONDITION = {"clip": "api-clip", "lvlm": "api-lvlm"}
 
 
@@ -69,16 +69,16 @@ def _fields() -> set[str]:
 
 
 def _style_names() -> list[str]:
-    try:
-        from ..styles import STYLES  # the prompt styles' registry, where it exists
-    except ImportError:
-        return []
-    return list(STYLES)
+    """The registered styles that make one image (``vicrop``'s two need a multi-image target)."""
+    from ..styles import STYLES
+
+    return [name for name, style in STYLES.items() if getattr(style, "images", 1) == 1]
 
 
 def default_grid(kind: str, num_layers: int, base: MaskConfig) -> dict[str, list[Any]]:
     """The grid tried when ``--grid`` is not given: each single layer and all layers, the comp
-    layer (or none), enhance, kernel, gray, geometry and every registered prompt style."""
+    layer (or none), enhance, kernel (sizes on the auxiliary's own grid), gray, geometry and every
+    registered one-image prompt style."""
     grid: dict[str, list[Any]] = {}
     if kind == "clip":
         grid["layers"] = [(i,) for i in range(num_layers)] + [tuple(range(num_layers))]
@@ -89,8 +89,7 @@ def default_grid(kind: str, num_layers: int, base: MaskConfig) -> dict[str, list
     from ..config import GEOMETRIES
 
     grid["geometry"] = [g for g in GEOMETRIES if g != "stretch" and (kind == "clip" or g != "tiled")]
-    if "style" in _fields() and _style_names():
-        grid["style"] = _style_names()
+    grid["style"] = _style_names()
     return grid
 
 
@@ -144,16 +143,31 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def plan(base: MaskConfig, grid: Mapping[str, Sequence[Any]], check: Callable[[MaskConfig], None]) -> list[Setting]:
+def base_value(base: MaskConfig, knob: str, grid_side: int | None) -> Any:
+    """The base's value of ``knob`` as the grid means it (the kernel: its size on the auxiliary's grid)."""
+    if knob == "kernel" and base.kernel_grid is not None and grid_side:
+        from ..maps import grid_kernel
+
+        return grid_kernel(base.kernel, grid_side, base.kernel_grid)
+    return getattr(base, knob)
+
+
+def plan(base: MaskConfig, grid: Mapping[str, Sequence[Any]], check: Callable[[MaskConfig], None],
+         grid_side: int | None = None) -> list[Setting]:
     """The base, then each knob's values one at a time (a value equal to the base's is the base).
-    ``check`` validates a setting against the auxiliary before anything runs."""
+    Kernel values are filter sizes on the auxiliary's own token grid (``grid_side``), so a
+    scale-aware base (``kernel_grid``) is compared with plain sizes. ``check`` validates a setting
+    against the auxiliary before anything runs."""
     out = [Setting("base", None, None, {})]
     for knob, values in grid.items():
         for v in values:
-            config = base.replace(**{knob: v})
+            overrides = {knob: v, "kernel_grid": None} if knob == "kernel" and base.kernel_grid is not None else {knob: v}
+            config = base.replace(**overrides)
             check(config)
-            if getattr(config, knob) != getattr(base, knob):
-                out.append(Setting(f"{knob}={_show(v)}", knob, getattr(config, knob), {knob: getattr(config, knob)}))
+            value = getattr(config, knob)
+            if value != base_value(base, knob, grid_side):
+                out.append(Setting(f"{knob}={_show(v)}", knob, value,
+                                   {k: getattr(config, k) for k in overrides}))
     return out
 
 
@@ -277,7 +291,8 @@ def tune(
     base = base or auxiliary.config
     num_layers = int(getattr(aux, "num_layers", 0) or 0)
     grid = dict(grid) if grid is not None else default_grid(kind, num_layers, base)
-    settings = plan(base, grid, aux.check_config)
+    grid_side = getattr(aux, "grid_size", None)
+    settings = plan(base, grid, aux.check_config, grid_side)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     from .run import _model_name
@@ -328,7 +343,7 @@ def tune(
         atomic_write_text(root / "preset.json", json.dumps(preset, indent=1) + "\n")
     document = _write(root, identity, rows, chosen["name"] if choose else None)
     atomic_write_text(root / "table.md", format_tune_table(document))
-    _plots_and_page(root, document, grid, base, data, benchmark, kinds, examples)
+    _plots_and_page(root, document, grid, base, grid_side, data, benchmark, kinds, examples)
     return document
 
 
@@ -372,17 +387,17 @@ def format_tune_table(document: Mapping[str, Any]) -> str:
 
 
 def _plots_and_page(root: Path, document: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], base: MaskConfig,
-                    data: str | os.PathLike[str], benchmark: str, kinds: Mapping[str, str], examples: int) -> None:
+                    grid_side: int | None, data: str | os.PathLike[str], benchmark: str, kinds: Mapping[str, str], examples: int) -> None:
     rows = document["settings"]
     base_row = next(r for r in rows if r["knob"] is None and not r["overrides"])
     panels = [k for k in grid if any(r["knob"] == k for r in rows)]
     if panels:
-        ablation_png(root / "ablation.png", rows, base_row, panels, base, document["original"], benchmark)
+        ablation_png(root / "ablation.png", rows, base_row, panels, base, grid_side, document["original"], benchmark)
     _page(root, document, panels, data, benchmark, examples)
 
 
 def ablation_png(path: Path, rows: Sequence[Mapping[str, Any]], base_row: Mapping[str, Any], panels: Sequence[str],
-                 base: MaskConfig, original: float, benchmark: str) -> None:
+                 base: MaskConfig, grid_side: int | None, original: float, benchmark: str) -> None:
     """One panel per knob: the score at each value with its 95% CI (the paired bootstrap of the
     difference to original, shifted by original's score), the base value in another colour."""
     import matplotlib
@@ -394,7 +409,7 @@ def ablation_png(path: Path, rows: Sequence[Mapping[str, Any]], base_row: Mappin
     nrows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.8 * nrows), squeeze=False, sharey=True)
     for ax, knob in zip(axes.flat, panels):
-        points = [(getattr(base, knob), base_row)] + [(r["value"], r) for r in rows if r["knob"] == knob]
+        points = [(base_value(base, knob, grid_side), base_row)] + [(r["value"], r) for r in rows if r["knob"] == knob]
         points.sort(key=lambda p: _order(p[0]))
         xs = np.arange(len(points))
         ys = np.array([original + p[1]["diff"] for p in points])
