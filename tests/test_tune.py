@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 
 from attnprompt import AttnPromptError, MaskConfig
 from attnprompt.bench.tune import _combination, parse_grid, plan
@@ -55,6 +56,16 @@ def test_tune_end_to_end_resume_and_outputs(folder, tmp_path, monkeypatch, capsy
     assert preset["format"] == "attnprompt-preset" and preset["version"] == 1 and preset["kind"] == "clip"
     chosen = next(r for r in doc["settings"] if r["name"] == doc["chosen"])
     assert MaskConfig(**preset["settings"]) == MaskConfig(**chosen["config"])
+    # the preset file loads with --preset FILE and remakes the chosen setting's prompt exactly
+    from attnprompt.bench.datasets import load_benchmark
+    from attnprompt.bench.tune import _masked_images
+
+    item = load_benchmark("vizwiz", folder, limit=1, prompt_suffix="")[0]
+    remade = tmp_path / "remade.png"
+    assert main(["annotate", item.image, "-q", item.question, "-o", str(remade), "--model", "shapes-clip",
+                 "--preset", str(out / "preset.json"), "--device", "cpu", "--quiet"]) == 0
+    stored = _masked_images(out, chosen["key"])[item.id]
+    assert Image.open(remade).tobytes() == Image.open(stored).tobytes()
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "index.html").read_text()
     assert "ablation.png" in page and page.count("<img class=s") >= 4 and "preset.json" in page
