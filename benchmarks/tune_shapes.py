@@ -96,6 +96,49 @@ def _eval_table(title: str, scores: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _by_pointing(title: str, bench: str, folder: Path, tuned: Path, row: dict[str, Any], limit: int | None,
+                 suffix: str | None) -> str:
+    """The cause, in numbers: per question kind, how often the setting's mask points at the object
+    the question names (its top cell lies on it) and the prompt's effect on the items where it
+    does and where it does not."""
+    import numpy as np
+    import torch
+
+    from attnprompt import MaskConfig, Prompter
+    from attnprompt.bench.datasets import load_benchmark
+    from attnprompt.shapes import make_scene
+    from attnprompt.shapes.folders import DEFAULT_CLUTTER, DEFAULT_OBJECTS, read_items
+    from attnprompt.shapes.metrics import cell_layout, score_map
+
+    scores = json.loads((tuned / "settings" / row["key"] / "scores.json").read_text())
+    base_units, units = scores["conditions"]["original"]["units"], scores["conditions"]["api-clip"]["units"]
+    records = {r["id"]: r for r in read_items(folder)}
+    items = [it for it in load_benchmark(bench, folder, limit=limit, prompt_suffix="")
+             if records[it.id]["target"] is not None and it.id in units]
+    prompter = Prompter(CLIP, kind="clip", preset=MaskConfig(**row["config"]), device="cpu")
+    scenes = {s: make_scene(s, n_objects=DEFAULT_OBJECTS, clutter=DEFAULT_CLUTTER)
+              for s in {records[it.id]["scene_seed"] for it in items}}
+    with torch.inference_mode():
+        anns = prompter.annotate([scenes[records[it.id]["scene_seed"]].image for it in items],
+                                 [it.question for it in items], batch_size=64)
+    groups: dict[tuple[str, bool], list[float]] = {}
+    for it, ann in zip(items, anns):
+        rec = records[it.id]
+        scene = scenes[rec["scene_seed"]]
+        layout = cell_layout(prompter.auxiliary.view(scene.image, "aligned"), ann.mask.shape, scene.size)
+        hit = score_map(ann.mask, layout, scene.masks, rec["target"]).pointing >= 1.0
+        groups.setdefault((rec["kind"], hit), []).append(100.0 * (units[it.id] - base_units[it.id]))
+    kinds = list(dict.fromkeys(k for k, _ in groups))
+    lines = [f"\n{title}", "| kind | mask points at the named object | effect where it does (n) | "
+             "effect where it does not (n) |", "|---|---|---|---|"]
+    for kind in kinds:
+        hits, misses = groups.get((kind, True), []), groups.get((kind, False), [])
+        share = len(hits) / max(1, len(hits) + len(misses))
+        fmt = lambda v: f"{np.mean(v):+.1f} ({len(v)})" if v else "-"  # noqa: E731
+        lines.append(f"| {kind} | {share:.2f} | {fmt(hits)} | {fmt(misses)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/tune-shapes")
@@ -127,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         style_rows = [r for r in doc["settings"] if r["knob"] in (None, "style") and not r["name"].startswith("best")]
         report.append(_kind_table(f"{bench}, validation: per style on the base preset (diff vs original)", style_rows))
 
+        chosen_row = next(r for r in doc["settings"] if r["name"] == doc["chosen"])
+        for r in [doc["settings"][0]] + ([chosen_row] if chosen_row is not doc["settings"][0] else []):
+            report.append(_by_pointing(f"{bench}, validation: the prompt's effect (points) by where the mask of "
+                                       f"'{r['name']}' points", bench, folders["validation"], tuned, r, a.limit, suffix))
         conds = "original,api-clip," + ",".join(COMBINED)
         val_eval = out / f"eval-{bench}-validation-chosen"
         _run(["eval", *_common(bench, folders["validation"], val_eval, a.limit, suffix), "--conditions", conds,
