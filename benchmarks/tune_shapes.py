@@ -1,7 +1,7 @@
 """Tune the attention prompt for the tiny target on validation shapes scenes; test the choice once.
 
     python benchmarks/tune_shapes.py [--out runs/tune-shapes] [--benchmarks vizwiz,pope]
-        [--val-scenes 55,100] [--test-scenes 100,200] [--limit N] [--grid KNOB=V1,V2 ...]
+        [--val-scenes 55,100] [--test-scenes 100,200] [--limit 300,360] [--grid KNOB=V1,V2 ...]
 
 Per benchmark layout (VizWiz: every question kind; POPE: presence), with the shipped
 `shapes-clip` as auxiliary and `shapes-llava` as target:
@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--benchmarks", default="vizwiz,pope")
     p.add_argument("--val-scenes", default="55,100", help="validation scenes per benchmark (comma-separated)")
     p.add_argument("--test-scenes", default="100,200", help="test scenes per benchmark (comma-separated)")
-    p.add_argument("--limit", type=int, default=None, help="first N questions of each folder")
+    p.add_argument("--limit", default="", help="first N validation questions, per benchmark (comma-separated)")
+    p.add_argument("--test-limit", type=int, default=None, help="first N test questions (default: all)")
+    p.add_argument("--styles-limit", type=int, default=600,
+                   help="first N test questions for the per-style table on test (default 600)")
     p.add_argument("--grid", action="append", default=None, help="as attnprompt tune --grid (default: every knob)")
     p.add_argument("--suffix", default="", help="answer-format instruction: '' (default) or 'default' (LLaVA-1.5's)")
     a = p.parse_args(argv)
@@ -153,17 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     suffix = None if a.suffix == "default" else a.suffix
     benches = [b for b in a.benchmarks.split(",") if b]
     val_n = [int(x) for x in a.val_scenes.split(",")]
+    limits = [int(x) if x else None for x in a.limit.split(",")]
     test_n = [int(x) for x in a.test_scenes.split(",")]
     report: list[str] = []
     for i, bench in enumerate(benches):
+        limit = limits[min(i, len(limits) - 1)]
         folders = {}
         for split, sizes in (("validation", val_n), ("test", test_n)):
-            folders[split] = out / "data" / f"{bench}-{split}"
+            folders[split] = out / f"{bench}-{split}"
             if not (folders[split] / "shapes_items.jsonl").is_file():
                 write_folder(bench, folders[split], sizes[min(i, len(sizes) - 1)], split=split)
-        tuned = out / f"tune-{bench}-validation"
+        tuned = out / f"tune-{bench}-val"
         grid = [x for g in (a.grid or []) for x in ("--grid", g)]
-        _run(["tune", *_common(bench, folders["validation"], tuned, a.limit, suffix), *grid])
+        _run(["tune", *_common(bench, folders["validation"], tuned, limit, suffix), *grid])
         doc = json.loads((tuned / "tune.json").read_text())
         preset = str(tuned / "preset.json")
         report.append((tuned / "table.md").read_text().join((f"\n## {bench}: tune on validation\n", "")))
@@ -173,24 +178,24 @@ def main(argv: list[str] | None = None) -> int:
         chosen_row = next(r for r in doc["settings"] if r["name"] == doc["chosen"])
         for r in [doc["settings"][0]] + ([chosen_row] if chosen_row is not doc["settings"][0] else []):
             report.append(_by_pointing(f"{bench}, validation: the prompt's effect (points) by where the mask of "
-                                       f"'{r['name']}' points", bench, folders["validation"], tuned, r, a.limit, suffix))
+                                       f"'{r['name']}' points", bench, folders["validation"], tuned, r, limit, suffix))
         conds = "original,api-clip," + ",".join(COMBINED)
         val_eval = out / f"eval-{bench}-validation-chosen"
-        _run(["eval", *_common(bench, folders["validation"], val_eval, a.limit, suffix), "--conditions", conds,
+        _run(["eval", *_common(bench, folders["validation"], val_eval, limit, suffix), "--conditions", conds,
               "--preset", preset])
         report.append(_eval_table(f"{bench}, validation, chosen preset ({doc['chosen']}) and combined conditions",
                                   json.loads((val_eval / "scores.json").read_text())))
 
         # the test split, once
         test_eval = out / f"eval-{bench}-test-chosen"
-        _run(["eval", *_common(bench, folders["test"], test_eval, None, suffix), "--conditions", conds,
+        _run(["eval", *_common(bench, folders["test"], test_eval, a.test_limit, suffix), "--conditions", conds,
               "--preset", preset])
         report.append(_eval_table(f"{bench}, TEST (run once), chosen preset ({doc['chosen']})",
                                   json.loads((test_eval / "scores.json").read_text())))
         from attnprompt import MaskConfig
 
         base = MaskConfig(**doc["base"])
-        styles = _styles_on(bench, folders["test"], out / f"styles-{bench}-test", None, suffix, base)
+        styles = _styles_on(bench, folders["test"], out / f"styles-{bench}-test", a.styles_limit, suffix, base)
         report.append(_kind_table(f"{bench}, TEST: per style on the base preset (diff vs original)",
                                   styles["settings"]))
     text = "\n".join(report) + "\n"
