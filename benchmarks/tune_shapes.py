@@ -105,7 +105,7 @@ def _by_pointing(title: str, bench: str, folder: Path, tuned: Path, row: dict[st
     import torch
 
     from attnprompt import MaskConfig, Prompter
-    from attnprompt.bench.datasets import load_benchmark
+    from attnprompt.bench.benchmarks import load_benchmark
     from attnprompt.shapes import make_scene
     from attnprompt.shapes.folders import DEFAULT_CLUTTER, DEFAULT_OBJECTS, read_items
     from attnprompt.shapes.metrics import cell_layout, score_map

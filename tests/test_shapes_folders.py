@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from attnprompt import AttnPromptError
-from attnprompt.bench.datasets import load_benchmark
+from attnprompt.bench.benchmarks import load_benchmark
 from attnprompt.io import load_image
 from attnprompt.shapes import make_scene
 from attnprompt.shapes.folders import (

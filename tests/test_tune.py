@@ -57,7 +57,7 @@ def test_tune_end_to_end_resume_and_outputs(folder, tmp_path, monkeypatch, capsy
     chosen = next(r for r in doc["settings"] if r["name"] == doc["chosen"])
     assert MaskConfig(**preset["settings"]) == MaskConfig(**chosen["config"])
     # the preset file loads with --preset FILE and remakes the chosen setting's prompt exactly
-    from attnprompt.bench.datasets import load_benchmark
+    from attnprompt.bench.benchmarks import load_benchmark
     from attnprompt.bench.tune import _masked_images
 
     item = load_benchmark("vizwiz", folder, limit=1, prompt_suffix="")[0]

@@ -273,7 +273,7 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
 
 
 def _load_prompter(args: argparse.Namespace) -> "Prompter":
-    from .auxiliary.base import DEFAULT_MODEL
+    from .auxiliary.dispatch import DEFAULT_MODEL
     from .prompter import Prompter
 
     if args.batch_size < 1:
@@ -297,7 +297,7 @@ def _load_prompter(args: argparse.Namespace) -> "Prompter":
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from .io import atomic_save_image, read_manifest, safe_stem
+    from .files import atomic_save_image, read_manifest, safe_stem
     from .jobs import run_manifest, save_maps
 
     single = args.image is not None
@@ -385,7 +385,7 @@ def _quiet_loading() -> None:
 
 
 def _self_prompt(args: argparse.Namespace) -> int:
-    from .io import atomic_save_image
+    from .files import atomic_save_image
     from .prompter import self_prompt
 
     if args.aux == "clip" or not args.model:
@@ -412,7 +412,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _target_and_judge(args: argparse.Namespace) -> tuple[Any, Any]:
     """The target (local or served) and the judge of ``eval`` / ``tune``, answers cached under OUT."""
-    from .bench.datasets import BENCHMARKS
+    from .bench.benchmarks import BENCHMARKS
     from .targets import AnswerCache
 
     if args.benchmark not in BENCHMARKS:
@@ -446,7 +446,7 @@ def _data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .auxiliary.base import DEFAULT_MODEL
+    from .auxiliary.dispatch import DEFAULT_MODEL
     from .bench.run import evaluate, format_table
 
     target, judge = _target_and_judge(args)
@@ -465,7 +465,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from .auxiliary.base import DEFAULT_MODEL
+    from .auxiliary.dispatch import DEFAULT_MODEL
     from .bench.tune import format_tune_table, parse_grid, tune
     from .prompter import Prompter
 

@@ -466,7 +466,7 @@ def _page(root: Path, document: Mapping[str, Any], panels: Sequence[str], data: 
     annotated images of the base, the chosen setting and each style, with the target's answers."""
     from PIL import Image
 
-    from .datasets import load_benchmark
+    from .benchmarks import load_benchmark
 
     rows = document["settings"]
     run = document["run"]
