@@ -13,8 +13,9 @@ Per benchmark layout (VizWiz: every question kind; POPE: presence), with the shi
    answer only where the target is at least as confident as on the original);
 4. once on the test folder: `attnprompt eval --preset CHOSEN` (original, the prompt, the combined
    conditions), and each style on the base preset for the per-style table;
-5. prints the tune table, the per-style per-question-kind tables (validation and test) and the
-   test result; everything stays in OUT (rerun to resume).
+5. prints the tune table, the per-style per-question-kind tables (validation and test), the
+   prompt's effect split by whether the mask points at the named object, and the test result;
+   writes them to OUT/report-BENCHMARKS.md; everything stays in OUT (rerun to resume).
 
 The target was trained on the world's phrasing, so the questions go without LLaVA-1.5's
 answer-format instruction (`--prompt-suffix ''`; `--suffix default` keeps it).
@@ -200,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                                   styles["settings"]))
     text = "\n".join(report) + "\n"
     print(text)
-    (out / "report.md").write_text(text)
-    print(f"wrote {out / 'report.md'}", file=sys.stderr)
+    path = out / f"report-{'-'.join(benches)}.md"
+    path.write_text(text)
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
