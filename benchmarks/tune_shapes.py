@@ -11,8 +11,9 @@ Per benchmark layout (VizWiz: every question kind; POPE: presence), with the shi
    every prompt style, then the combination of each knob's best; the best as a preset file;
 3. on validation, with the chosen preset: the combined conditions (self-reflection; the prompted
    answer only where the target is at least as confident as on the original);
-4. once on the test folder: `attnprompt eval --preset CHOSEN` (original, the prompt, the combined
-   conditions), and each style on the base preset for the per-style table;
+4. once on the test folder: `attnprompt eval --preset CHOSEN` (original and the chosen prompt; a
+   combined condition too where it beat the chosen prompt on validation), and each style on the
+   base preset for the per-style table (first `--styles-limit` test questions);
 5. prints the tune table, the per-style per-question-kind tables (validation and test), the
    prompt's effect split by whether the mask points at the named object, and the test result;
    writes them to OUT/report-BENCHMARKS.md; everything stays in OUT (rerun to resume).
@@ -148,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-scenes", default="100,200", help="test scenes per benchmark (comma-separated)")
     p.add_argument("--limit", default="", help="first N validation questions, per benchmark (comma-separated)")
     p.add_argument("--test-limit", type=int, default=None, help="first N test questions (default: all)")
-    p.add_argument("--styles-limit", type=int, default=600,
-                   help="first N test questions for the per-style table on test (default 600)")
+    p.add_argument("--styles-limit", type=int, default=200,
+                   help="first N test questions for the per-style table on test (default 200)")
     p.add_argument("--grid", action="append", default=None, help="as attnprompt tune --grid (default: every knob)")
     p.add_argument("--suffix", default="", help="answer-format instruction: '' (default) or 'default' (LLaVA-1.5's)")
     a = p.parse_args(argv)
@@ -187,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         report.append(_eval_table(f"{bench}, validation, chosen preset ({doc['chosen']}) and combined conditions",
                                   json.loads((val_eval / "scores.json").read_text())))
 
-        # the test split, once
+        # the test split, once: the choice, and a combined condition only where it beat it on validation
+        val_scores = json.loads((val_eval / "scores.json").read_text())["comparisons"]
+        better = [c for c in COMBINED if val_scores[c]["diff"] > val_scores["api-clip"]["diff"]]
         test_eval = out / f"eval-{bench}-test-chosen"
-        _run(["eval", *_common(bench, folders["test"], test_eval, a.test_limit, suffix), "--conditions", conds,
-              "--preset", preset])
+        _run(["eval", *_common(bench, folders["test"], test_eval, a.test_limit, suffix), "--conditions",
+              ",".join(["original", "api-clip", *better]), "--preset", preset])
         report.append(_eval_table(f"{bench}, TEST (run once), chosen preset ({doc['chosen']})",
                                   json.loads((test_eval / "scores.json").read_text())))
         from attnprompt import MaskConfig
