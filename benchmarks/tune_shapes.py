@@ -38,11 +38,9 @@ COMBINED = ("api-clip-or-original", "api-clip+self-reflection")
 
 
 def _styles() -> list[str]:
-    try:
-        from attnprompt.styles import STYLES
-    except ImportError:
-        return []
-    return list(STYLES)
+    from attnprompt.bench.tune import default_style_names
+
+    return default_style_names()  # the one-image styles: the tiny target takes one image
 
 
 def _run(argv: list[str]) -> None:

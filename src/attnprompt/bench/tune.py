@@ -44,7 +44,7 @@ from ..errors import AttnPromptError
 from ..io import atomic_write_text, read_jsonl_tolerant
 from .stats import paired_bootstrap
 
-__all__ = ["Setting", "default_grid", "parse_grid", "plan", "tune", "format_tune_table", "preset_document",
+__all__ = ["Setting", "default_grid", "default_style_names", "parse_grid", "plan", "tune", "format_tune_table", "preset_document",
            "KNOBS", "PRESET_FORMAT"]
 
 PRESET_FORMAT = "attnprompt-preset"
@@ -68,7 +68,7 @@ def _fields() -> set[str]:
     return {f.name for f in dataclasses.fields(MaskConfig)}
 
 
-def _style_names() -> list[str]:
+def default_style_names() -> list[str]:
     """The registered styles that make one image (``vicrop``'s two need a multi-image target)."""
     from ..styles import STYLES
 
@@ -89,7 +89,7 @@ def default_grid(kind: str, num_layers: int, base: MaskConfig) -> dict[str, list
     from ..config import GEOMETRIES
 
     grid["geometry"] = [g for g in GEOMETRIES if g != "stretch" and (kind == "clip" or g != "tiled")]
-    grid["style"] = _style_names()
+    grid["style"] = default_style_names()
     return grid
 
 
