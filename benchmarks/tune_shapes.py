@@ -19,7 +19,7 @@ Per benchmark layout (VizWiz: every question kind; POPE: presence), with the shi
    writes them to OUT/report-BENCHMARKS.md; everything stays in OUT (rerun to resume).
 
 The target was trained on the world's phrasing, so the questions go without LLaVA-1.5's
-answer-format instruction (`--prompt-suffix ''`; `--suffix default` keeps it).
+answer-format instruction (`--option prompt_suffix=`; `--suffix default` keeps it).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _common(bench: str, data: Path, out: Path, limit: int | None, suffix: str | 
     if limit:
         argv += ["--limit", str(limit)]
     if suffix is not None:
-        argv += ["--prompt-suffix", suffix]
+        argv += ["--option", f"prompt_suffix={suffix}"]
     return argv
 
 

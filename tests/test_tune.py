@@ -22,7 +22,7 @@ def folder(tmp_path_factory):
 
 def _tune(folder, out, *extra: str) -> list[str]:
     return ["tune", "--benchmark", "vizwiz", "--data", str(folder), "--target", "shapes-llava",
-            "--aux-clip", "shapes-clip", "--out", str(out), "--limit", "6", "--prompt-suffix", "",
+            "--aux-clip", "shapes-clip", "--out", str(out), "--limit", "6", "--option", "prompt_suffix=",
             "--device", "cpu", "--quiet", "--examples", "2", *extra]
 
 
@@ -58,13 +58,12 @@ def test_tune_end_to_end_resume_and_outputs(folder, tmp_path, monkeypatch, capsy
     assert MaskConfig(**preset["settings"]) == MaskConfig(**chosen["config"])
     # the preset file loads with --preset FILE and remakes the chosen setting's prompt exactly
     from attnprompt.bench.benchmarks import load_benchmark
-    from attnprompt.bench.tune import _masked_images
 
     item = load_benchmark("vizwiz", folder, limit=1, prompt_suffix="")[0]
     remade = tmp_path / "remade.png"
     assert main(["annotate", item.image, "-q", item.question, "-o", str(remade), "--model", "shapes-clip",
                  "--preset", str(out / "preset.json"), "--device", "cpu", "--quiet"]) == 0
-    stored = _masked_images(out, chosen["key"])[item.id]
+    stored = out / chosen["examples"][item.id]
     assert Image.open(remade).tobytes() == Image.open(stored).tobytes()
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "index.html").read_text()
@@ -118,7 +117,7 @@ def test_confident_combination_keeps_the_more_confident_answer(folder, tmp_path,
     out = tmp_path / "eval"
     assert main(["eval", "--benchmark", "vizwiz", "--data", str(folder), "--target", "shapes-llava",
                  "--aux-clip", "shapes-clip", "--conditions", "original,api-clip,api-clip-or-original",
-                 "--out", str(out), "--limit", "6", "--prompt-suffix", "", "--device", "cpu", "--quiet"]) == 0
+                 "--out", str(out), "--limit", "6", "--option", "prompt_suffix=", "--device", "cpu", "--quiet"]) == 0
     assert "api-clip-or-original" in capsys.readouterr().out
 
     def answers(name):

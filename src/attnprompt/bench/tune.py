@@ -16,13 +16,16 @@ The run folder::
     OUT/table.md                  the table that is also printed
     OUT/ablation.png, index.html  the plots and the page
     OUT/settings/<key>/           one ``attnprompt eval`` run folder per distinct mask setting
-    OUT/masks/<key>/              its annotated images (``key``: a digest of every mask setting)
+                                  (``key``: a digest of every mask setting)
+    OUT/masks/                    the content-addressed store of prompt images (bench.masks),
+                                  shared by every setting
     OUT/cache/                    the target's answers, keyed by model, image pixels and prompt
 
 Reuse: a setting whose mask settings equal another's (the base value of a knob, the combination
-of single-knob winners) is the same folder; the target's answers to ``original`` and to any image
-seen before come from the answer cache; a rerun loads finished settings' scores and resumes a
-setting cut short where its answers stop.
+of single-knob winners) is the same folder; a prompt image is made once per image, query and
+mask setting (the mask store); the target's answers to ``original`` and to any image seen before
+come from the answer cache; a rerun loads finished settings' scores and resumes a setting cut
+short where its answers stop.
 """
 
 from __future__ import annotations
@@ -301,6 +304,9 @@ def tune(
     _check_identity(root / "tune.json", identity)
     kinds = _item_kinds(data)
     condition = CONDITION[kind]
+    from .benchmarks import load_data
+
+    shown = load_data(benchmark, data, limit=limit, **dict(data_options or {}))[:max(0, examples)]
     say = log or ((lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None))
 
     rows: list[dict[str, Any]] = []
@@ -309,19 +315,20 @@ def tune(
         config = base.replace(**setting.overrides)
         key = config_key(config)
         saved = root / "settings" / key / "scores.json"
+        prompter = Prompter(_model_name(auxiliary), kind=kind, preset=config, auxiliary=aux)
         if saved.is_file():  # finished before (in this run, an earlier one, or under another name)
             row = _summary(setting, key, json.loads(saved.read_text(encoding="utf-8")), condition, kinds, n_boot, seed)
             say(f"[{index}/{total}] {setting.name}: reused ({_fmt_row(row)})")
         else:
             say(f"[{index}/{total}] {setting.name} ...")
-            prompter = Prompter(_model_name(auxiliary), kind=kind, preset=config, auxiliary=aux)
             result = evaluate(benchmark, data, target, ["original", condition], root / "settings" / key,
-                              **{kind: prompter}, masks_dir=root / "masks" / key, judge=judge, limit=limit,
+                              **{kind: prompter}, masks_dir=root / "masks", judge=judge, limit=limit,
                               data_options=data_options, batch_size=batch_size, n_boot=n_boot, seed=seed,
                               progress=progress)
             row = _summary(setting, key, result, condition, kinds, n_boot, seed)
             say(f"[{index}/{total}] {setting.name}: {_fmt_row(row)}")
         row["config"] = config.to_dict()
+        row["examples"] = _stored_images(shown, prompter, root)
         rows.append(row)
         _write(root, identity, rows, None)  # a crash keeps every finished setting
 
@@ -343,7 +350,7 @@ def tune(
         atomic_write_text(root / "preset.json", json.dumps(preset, indent=1) + "\n")
     document = _write(root, identity, rows, chosen["name"] if choose else None)
     atomic_write_text(root / "table.md", format_tune_table(document))
-    _plots_and_page(root, document, grid, base, grid_side, data, benchmark, kinds, examples)
+    _plots_and_page(root, document, grid, base, grid_side, shown)
     return document
 
 
@@ -386,14 +393,31 @@ def format_tune_table(document: Mapping[str, Any]) -> str:
 # --- plots and page -------------------------------------------------------------------------------
 
 
+def _stored_images(items: Sequence[Any], prompter: Any, root: Path) -> dict[str, str]:
+    """Where the mask store keeps each shown item's prompt image (relative to ``root``)."""
+    from .masks import auxiliary_identity, file_digest, mask_key
+
+    identity = auxiliary_identity(prompter)
+    out = {}
+    for it in items:
+        try:
+            path = root / "masks" / f"{mask_key(file_digest(it.image), it.query, identity)}.png"
+        except OSError:
+            continue
+        if path.is_file():
+            out[it.id] = str(path.relative_to(root))
+    return out
+
+
 def _plots_and_page(root: Path, document: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], base: MaskConfig,
-                    grid_side: int | None, data: str | os.PathLike[str], benchmark: str, kinds: Mapping[str, str], examples: int) -> None:
+                    grid_side: int | None, items: Sequence[Any]) -> None:
     rows = document["settings"]
     base_row = next(r for r in rows if r["knob"] is None and not r["overrides"])
     panels = [k for k in grid if any(r["knob"] == k for r in rows)]
     if panels:
-        ablation_png(root / "ablation.png", rows, base_row, panels, base, grid_side, document["original"], benchmark)
-    _page(root, document, panels, data, benchmark, examples)
+        ablation_png(root / "ablation.png", rows, base_row, panels, base, grid_side, document["original"],
+                     document["run"]["benchmark"])
+    _page(root, document, panels, items)
 
 
 def ablation_png(path: Path, rows: Sequence[Mapping[str, Any]], base_row: Mapping[str, Any], panels: Sequence[str],
@@ -451,22 +475,10 @@ def _answers(root: Path, key: str, condition: str) -> dict[str, str]:
     return {str(r["id"]): str(r.get("answer")) for r in read_jsonl_tolerant(path)} if path.exists() else {}
 
 
-def _masked_images(root: Path, key: str) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for manifest in sorted((root / "masks" / key).glob("*/manifest.jsonl")):
-        for r in read_jsonl_tolerant(manifest):
-            if r.get("status") == "ok" and r.get("output"):
-                out[str(r["id"])] = manifest.parent / str(r["output"])
-    return out
-
-
-def _page(root: Path, document: Mapping[str, Any], panels: Sequence[str], data: str | os.PathLike[str],
-          benchmark: str, examples: int) -> None:
+def _page(root: Path, document: Mapping[str, Any], panels: Sequence[str], items: Sequence[Any]) -> None:
     """index.html: the table, the ablation plot and, for a few items, the original and the
     annotated images of the base, the chosen setting and each style, with the target's answers."""
     from PIL import Image
-
-    from .benchmarks import load_benchmark
 
     rows = document["settings"]
     run = document["run"]
@@ -475,7 +487,7 @@ def _page(root: Path, document: Mapping[str, Any], panels: Sequence[str], data: 
     chosen = next((r for r in rows if r["name"] == document["chosen"]), base_row)
     shown = [base_row] + ([chosen] if chosen is not base_row else [])
     shown += [r for r in rows if r["knob"] == "style" and r not in shown]
-    items = load_benchmark(benchmark, data, limit=run["limit"], **run.get("data_options", {}))[:max(0, examples)]
+    benchmark = run["benchmark"]
     folder = root / "examples"
     folder.mkdir(exist_ok=True)
     esc = html.escape
@@ -514,9 +526,9 @@ def _page(root: Path, document: Mapping[str, Any], panels: Sequence[str], data: 
             cells = [f"<td>{esc(it.question)}<br><i>reference: {esc(it.answers[0] if it.answers else '')}</i></td>",
                      f"<td><img class=s src='examples/{n}.png'><br>{esc(original_answers.get(it.id, ''))}</td>"]
             for r in shown:
-                image = _masked_images(root, r["key"]).get(it.id)
+                image = r.get("examples", {}).get(it.id)
                 answer = _answers(root, r["key"], condition).get(it.id, "")
-                img = f"<img class=s src='{esc(os.path.relpath(image, root))}'>" if image else "(none)"
+                img = f"<img class=s src='{esc(image)}'>" if image else "(none)"
                 cells.append(f"<td>{img}<br>{esc(answer)}</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</table>")
