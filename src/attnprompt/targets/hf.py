@@ -95,11 +95,11 @@ class HFTarget:
         todo: list[int] = []
         for i, (image, prompt) in enumerate(zip(images, prompts)):
             if self.cache is not None:
-                keys[i] = self.cache.key(self.name, image_digest(image), prompt, settings)
-                hit = self.cache.get(keys[i])
+                key = keys[i] = self.cache.key(self.name, image_digest(image), prompt, settings)
+                hit = self.cache.get(key)
                 if hit is not None:
-                    text, _, conf = hit.rpartition("\t")
-                    out[i] = (text, float(conf))
+                    cached, _, confidence = hit.rpartition("\t")
+                    out[i] = (cached, float(confidence))
                     continue
             todo.append(i)
         with torch.inference_mode():
@@ -109,6 +109,7 @@ class HFTarget:
                                                   max_new_tokens=self.max_new_tokens)
                 for i, (text, conf) in zip(chunk, scored):
                     out[i] = (text, conf)
-                    if self.cache is not None and keys[i] is not None:
-                        self.cache.put(keys[i], f"{text}\t{conf!r}", {"model": self.name, "prompt": prompts[i]})
+                    stored = keys[i]
+                    if self.cache is not None and stored is not None:
+                        self.cache.put(stored, f"{text}\t{conf!r}", {"model": self.name, "prompt": prompts[i]})
         return [o if o is not None else ("", float("-inf")) for o in out]
