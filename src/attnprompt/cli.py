@@ -104,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     demo.add_argument("--quiet", action="store_true", help="print only the report's path")
 
+    app = sub.add_parser(
+        "app", help="the web app: upload an image, ask, see the map and the prompt, ask a target",
+        description="A Gradio page served on http://HOST:PORT (offline it starts on the shipped shapes models).",
+    )
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    app.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    app.add_argument("--share", action="store_true", help="also make a temporary public link through Gradio")
+    app.add_argument("--auth", default=None,
+                     help="require a login: USER:PASSWORD (comma-separated for several) or @FILE (one per line)")
+    app.add_argument("--examples", default=None, help="folder of example images (default: ./examples)")
+    app.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    app.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
+
     ev = sub.add_parser(
         "eval", help="score a target VLM on a benchmark under several conditions (original, api-clip, ...)",
         description="Answers of a target model on a benchmark's images, original and attention-prompted, scored "
@@ -292,6 +305,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise AttnPromptError("the app needs Gradio: pip install 'attnprompt[app]'") from None
+    from .app import build_app, launch, parse_auth
+
+    auth = parse_auth(args.auth)
+    launch(build_app(device=args.device, dtype=args.dtype, examples=args.examples),
+           host=args.host, port=args.port, share=args.share, auth=auth)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from .auxiliary.base import DEFAULT_MODEL
     from .bench.datasets import BENCHMARKS
@@ -389,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _presets()
         if args.command == "demo":
             return _demo(args)
+        if args.command == "app":
+            return _app(args)
         if args.command == "eval":
             return _eval(args)
         if args.command == "report":

@@ -31,6 +31,10 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 GEOMETRIES = ("stretch", "aligned", "tiled")
 REDUCTIONS = ("official", "paper")
 KINDS = ("clip", "lvlm")
+LVLM_ONLY_FIELDS = ("reduction", "max_new_tokens", "highlight")
+"""MaskConfig fields that only an LVLM auxiliary reads."""
+CLIP_ONLY_FIELDS = ("comp_layer",)
+"""MaskConfig fields that only a CLIP auxiliary reads."""
 
 
 @dataclass(frozen=True)

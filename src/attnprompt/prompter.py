@@ -24,7 +24,7 @@ from .geometry import View, place_mask
 from .io import load_image
 from .overlay import blend, heatmap, mask_to_u8, to_rgba
 
-__all__ = ["Annotation", "Prompter", "annotate", "self_prompt", "SelfPromptResult", "ImageInput", "OUTPUT_FORMATS"]
+__all__ = ["Annotation", "Prompter", "annotate", "cached_prompter", "self_prompt", "SelfPromptResult", "ImageInput", "OUTPUT_FORMATS"]
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 OUTPUT_FORMATS = ("rgb", "rgba", "heatmap")
@@ -243,6 +243,28 @@ _CACHE: dict[tuple, Prompter] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def cached_prompter(
+    model: str = DEFAULT_MODEL,
+    *,
+    kind: str = "auto",
+    backend: str = "auto",
+    pretrained: str | None = None,
+    model_config: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Prompter:
+    """A :class:`Prompter` with the project default settings, loaded on first use and kept for
+    later calls with the same model options (used by :func:`annotate` and the web app)."""
+    key = (model, kind, backend, pretrained, str(model_config), str(device), str(dtype))
+    with _CACHE_LOCK:
+        prompter = _CACHE.get(key)
+        if prompter is None:
+            prompter = Prompter(model, kind=kind, backend=backend, pretrained=pretrained,
+                                model_config=model_config, device=device, dtype=dtype)
+            _CACHE[key] = prompter
+    return prompter
+
+
 def annotate(
     images: Sequence[ImageInput] | ImageInput,
     queries: Sequence[str] | str,
@@ -275,13 +297,8 @@ def annotate(
         raise AttnPromptError(f"unknown output format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     if aux is not None:
         model = aux
-    key = (model, kind, backend, pretrained, str(model_config), str(device), str(dtype))
-    with _CACHE_LOCK:
-        prompter = _CACHE.get(key)
-        if prompter is None:
-            prompter = Prompter(model, kind=kind, backend=backend, pretrained=pretrained,
-                                model_config=model_config, device=device, dtype=dtype)
-            _CACHE[key] = prompter
+    prompter = cached_prompter(model, kind=kind, backend=backend, pretrained=pretrained,
+                               model_config=model_config, device=device, dtype=dtype)
     config = get_preset(preset, kind=prompter.kind, **overrides)
     results = prompter.annotate(images, queries, batch_size=batch_size, **config.to_dict())
     return [r.render(format) for r in results]
