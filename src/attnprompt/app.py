@@ -38,7 +38,6 @@ SHIPPED_DEFAULTS = {"clip": "shapes-clip", "lvlm": "shapes-llava"}
 HUB_DEFAULTS = {"clip": "openai/clip-vit-large-patch14-336", "lvlm": "llava-hf/llava-1.5-7b-hf"}
 TARGET_KINDS = ("local model", "OpenAI-compatible endpoint")
 _SLIDERS: dict[str, tuple[float, float, float]] = {"gray": (0, 255, 1), "enhance": (0, 20, 0.5), "kernel": (1, 15, 2)}
-_PHOTO_SIDE = 256  # the shipped shapes models know 64-128 pixel scenes
 # small scenes fill their panel with crisp pixels (the files sent stay at their own size)
 _CSS = ".panel img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 
@@ -278,9 +277,6 @@ def build_app(
             raise AttnPromptError("type a question about the image")
         config = config_from_values(kind, preset, dict(zip(names, values)))
         prompter = models.prompter(kind, model)
-        if model.strip() in SHIPPED_DEFAULTS.values() and max(image.size) > _PHOTO_SIDE:
-            warnings.warn(f"{model} is a tiny model of the shapes world (64-128 pixel scenes): on a "
-                          f"{image.width}x{image.height} photo its map means little; try {HUB_DEFAULTS[kind]}")
         [result] = prompter.annotate(image, question, **config.to_dict())
         caption = settings_text(result, model.strip(), preset)
         return (result.original, heatmap_with_colorbar(result), result.image, result.answer or "", caption)

@@ -28,6 +28,15 @@ examples:
   attnprompt annotate photo.jpg -q "What is the man holding?" -o out.png \\
       --model ./clip-vit-large-patch14-336 --preset official --save-maps
 
+  # several images, one question for all (outputs DIR/<name>.png and DIR/manifest.jsonl)
+  attnprompt annotate a.jpg b.jpg c.jpg -q "What is the man holding?" --out-dir prompted/
+
+  # a picture for people: original | heatmap with a colour bar | prompt, captioned
+  attnprompt figure examples/shapes_scene.png -q "where is the orange square?" --model shapes-clip -o fig.png
+
+  # the web app (http://127.0.0.1:7860; offline it starts on the shipped shapes models)
+  attnprompt app
+
   # a dataset: rows {"id": ..., "image": ..., "question": ...} in JSONL or CSV
   attnprompt annotate --manifest questions.jsonl --out-dir prompted/ --batch-size 16
 
@@ -41,7 +50,7 @@ examples:
   attnprompt annotate photo.jpg -q "..." -o out.png --layer -4..-1
 
   # an LVLM as auxiliary: the attention of its own answer to the image is the map
-  attnprompt annotate photo.jpg -q "..." -o out.png --aux lvlm --model llava-hf/llava-1.5-7b-hf \
+  attnprompt annotate photo.jpg -q "..." -o out.png --aux lvlm --model llava-hf/llava-1.5-7b-hf \\
       --layer 20 --reduction official --max-new-tokens 20 --highlight "red"
 
   # self-prompting: the same LVLM answers on the original, then on its own annotated image
@@ -64,14 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     ann = sub.add_parser(
         "annotate", help="annotate images with attention masks", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Annotate one image (IMAGE --query TEXT -o OUT) or a manifest (--manifest FILE --out-dir DIR).",
+        description="Annotate one image (IMAGE --query TEXT -o OUT), several with one question "
+                    "(IMAGE... --query TEXT --out-dir DIR) or a manifest (--manifest FILE --out-dir DIR).",
     )
-    ann.add_argument("image", nargs="?", help="input image (single mode)")
-    ann.add_argument("-q", "--query", help="the question or instruction about the image (single mode)")
-    ann.add_argument("-o", "--output", help="output image path (single mode; default IMAGE_api.png)")
+    ann.add_argument("image", nargs="*", help="input image(s)")
+    ann.add_argument("-q", "--query", help="the question or instruction about the image(s)")
+    ann.add_argument("-o", "--output", help="output image path (one image; default IMAGE_api.png)")
     ann.add_argument("--manifest", help="JSONL or CSV with columns id, image, question (batch mode)")
-    ann.add_argument("--out-dir", help="output folder (batch mode)")
-    _model_options(ann)
+    ann.add_argument("--out-dir", help="output folder (several images, or --manifest)")
+    _model_options(ann, batch=True)
     _mask_options(ann)
     output = ann.add_argument_group("output")
     output.add_argument("--format", choices=("rgb", "rgba", "heatmap"), default="rgb",
@@ -86,11 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     selfp.add_argument("image", help="input image")
     selfp.add_argument("-q", "--query", required=True, help="the question about the image")
     selfp.add_argument("-o", "--output", help="also save the annotated image here")
-    _model_options(selfp)
-    _mask_options(selfp)
+    _model_options(selfp, lvlm=True)
+    _mask_options(selfp, lvlm=True)
     selfp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub.add_parser("presets", help="list the presets and their settings")
+
+    fig = sub.add_parser(
+        "figure", help="a picture for people: original | heatmap with a colour bar | prompt, captioned",
+        description="Writes OUT.png: the original, the attention map (with a colour bar) and the prompt image "
+                    "side by side, with the question, the auxiliary's answer (LVLM) and the settings as caption.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fig.add_argument("image", help="input image")
+    fig.add_argument("-q", "--query", required=True, help="the question or instruction about the image")
+    fig.add_argument("-o", "--output", help="output PNG (default IMAGE_figure.png)")
+    fig.add_argument("--caption", help="caption text (default: the question and the settings)")
+    _model_options(fig)
+    _mask_options(fig)
+    fig.add_argument("--quiet", action="store_true", help="no progress bars")
 
     demo = sub.add_parser(
         "demo", help="run the whole pipeline offline on shapes-world scenes and write an HTML report",
@@ -154,30 +178,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def _shipped_names() -> list[str]:
+    """The models shipped in the package (read from its folder; no torch import for --help)."""
+    folder = Path(__file__).resolve().parent / "shapes" / "models"
+    return sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file()) if folder.is_dir() else []
+
+
+def _model_options(parser: argparse.ArgumentParser, *, lvlm: bool = False, batch: bool = False) -> None:
+    """Model options; ``lvlm``: the command needs a vision-language model (no CLIP-only options)."""
     model = parser.add_argument_group("model")
-    model.add_argument("--aux", choices=("auto", "clip", "lvlm"), default="auto",
-                       help="auxiliary kind: a CLIP or a vision-language model (default: from the model's config)")
-    model.add_argument("--model", default=None,
-                       help="hub id, local folder or open_clip architecture (default: openai/clip-vit-large-patch14-336)")
-    model.add_argument("--backend", choices=("auto", "hf", "open_clip"), default="auto",
-                       help="CLIP through transformers or open_clip (default: auto)")
-    model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
-    model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
+    shipped = ", ".join(_shipped_names())
+    if lvlm:
+        model.add_argument("--model", default=None,
+                           help="the vision-language model: hub id (llava-hf/llava-1.5-7b-hf) or local folder; "
+                                "shipped, offline: shapes-llava (required)")
+        parser.set_defaults(aux="lvlm", backend="auto", pretrained=None, model_config=None)
+    else:
+        model.add_argument("--aux", choices=("auto", "clip", "lvlm"), default="auto",
+                           help="auxiliary kind: a CLIP or a vision-language model (default: from the model's config)")
+        model.add_argument("--model", default=None,
+                           help="hub id, local folder or open_clip architecture; shipped in the package and working "
+                                f"offline: {shipped} (shapes-world scenes only; default: the paper's "
+                                "openai/clip-vit-large-patch14-336, from the hub)")
+        model.add_argument("--backend", choices=("auto", "hf", "open_clip"), default="auto",
+                           help="CLIP through transformers or open_clip (default: auto)")
+        model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
+        model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     model.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
-    model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
-    model.add_argument("--workers", type=int, default=4, help="image decoding threads in batch mode (default: 4)")
+    if batch:
+        model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+        model.add_argument("--workers", type=int, default=4,
+                           help="image decoding threads in batch mode (default: 4)")
+    else:
+        parser.set_defaults(batch_size=1, workers=1)
 
 
-def _mask_options(parser: argparse.ArgumentParser) -> None:
+def _mask_options(parser: argparse.ArgumentParser, *, lvlm: bool = False) -> None:
     mask = parser.add_argument_group("mask (each overrides the preset)")
     mask.add_argument("--preset", default=None, choices=sorted(set(PRESETS) | set(LVLM_PRESETS)),
                       help="named settings (default: default; 'official' reproduces the official code)")
     mask.add_argument("--layer", action="append", metavar="L",
                       help="block(s) for the map: 22, -2, a range 20..23 / -4..-1; repeatable")
-    mask.add_argument("--comp-layer", type=int, help="CLIP: block after which the residual gives psi_comp")
-    mask.add_argument("--no-comp", action="store_true", help="CLIP: drop the complementary map psi_comp")
+    if lvlm:  # the complementary map is CLIP's
+        parser.set_defaults(comp_layer=None, no_comp=False)
+    else:
+        mask.add_argument("--comp-layer", type=int, help="CLIP: block after which the residual gives psi_comp")
+        mask.add_argument("--no-comp", action="store_true", help="CLIP: drop the complementary map psi_comp")
     mask.add_argument("--enhance", type=float, help="sharpening coefficient (official: 5)")
     mask.add_argument("--kernel", type=int, help="odd mean-filter size in token space (official: 3)")
     mask.add_argument("--interpolation", type=str.lower, choices=INTERPOLATIONS, help="map resize filter")
@@ -236,18 +283,22 @@ def _annotate(args: argparse.Namespace) -> int:
     from .io import atomic_save_image, read_manifest, safe_stem
     from .jobs import run_manifest, save_maps
 
-    single = args.image is not None
-    if single == bool(args.manifest):
-        raise AttnPromptError("give either IMAGE --query TEXT, or --manifest FILE --out-dir DIR")
-    if single and args.query is None:
+    if bool(args.image) == bool(args.manifest):
+        raise AttnPromptError("give either IMAGE... --query TEXT, or --manifest FILE --out-dir DIR")
+    if args.image and args.query is None:
         raise AttnPromptError("--query is required with an IMAGE")
-    if args.manifest and not args.out_dir:
-        raise AttnPromptError("--out-dir is required with --manifest")
-    rows = read_manifest(args.manifest) if args.manifest else None  # fail fast, before loading a model
+    single = len(args.image) == 1 and not args.out_dir
+    if not single and not args.out_dir:
+        raise AttnPromptError("--out-dir is required with --manifest or several images")
+    if args.output and not single:
+        raise AttnPromptError("-o names one output image; with several images use --out-dir DIR")
+    # fail fast, before loading a model
+    rows = read_manifest(args.manifest) if args.manifest else None if single else _image_rows(args.image, args.query)
     prompter = _load_prompter(args)
     if single:
-        output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_api.png")
-        [result] = prompter.annotate([args.image], [args.query])
+        output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image[0]).stem)}_api.png")
+        [result] = prompter.annotate([args.image[0]], [args.query])
+        output.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_image(result.render(args.format), output)
         print(output)
         if result.answer is not None:
@@ -270,6 +321,34 @@ def _annotate(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def _image_rows(images: list[str], query: str) -> list:
+    """Several images with one question as manifest rows; ids are the file names (the paths if
+    two files share a name)."""
+    from .io import ManifestRow
+
+    stems = [Path(p).stem for p in images]
+    ids = stems if len(set(stems)) == len(stems) else [str(Path(p)) for p in images]
+    if len(set(ids)) != len(ids):
+        raise AttnPromptError("an image is given twice")
+    return [ManifestRow(id=i, image=str(Path(p).resolve()), question=query, line=n + 1)
+            for n, (i, p) in enumerate(zip(ids, images))]
+
+
+def _figure(args: argparse.Namespace) -> int:
+    from .auxiliary.base import DEFAULT_MODEL
+    from .figure import figure
+    from .io import atomic_save_image, safe_stem
+
+    output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_figure.png")
+    prompter = _load_prompter(args)
+    [result] = prompter.annotate([args.image], [args.query])
+    picture = figure(result, model=args.model or DEFAULT_MODEL, preset=args.preset, caption=args.caption)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_image(picture, output, format="PNG")
+    print(output)
+    return 0
+
+
 def _quiet_loading() -> None:
     try:
         from transformers.utils import logging as hf_logging
@@ -283,12 +362,13 @@ def _self_prompt(args: argparse.Namespace) -> int:
     from .io import atomic_save_image
     from .prompter import self_prompt
 
-    if args.aux == "clip" or not args.model:
-        raise AttnPromptError("self-prompting needs a vision-language model: --model llava-hf/llava-1.5-7b-hf or a local folder")
-    args.aux = "lvlm"
+    if not args.model:
+        raise AttnPromptError("self-prompting needs a vision-language model: --model llava-hf/llava-1.5-7b-hf, "
+                              "a local folder, or the shipped shapes-llava (offline)")
     prompter = _load_prompter(args)
     result = self_prompt(prompter, args.image, args.query)
     if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         atomic_save_image(result.annotation.image, args.output)
         print(f"annotated image: {args.output}")
     print(f"answer on the original image:  {result.original_answer}")
@@ -372,9 +452,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _presets() -> int:
+    from .config import CLIP_ONLY_FIELDS, LVLM_ONLY_FIELDS
+
     for kind, table in (("clip", PRESETS), ("lvlm", LVLM_PRESETS)):
+        unused = LVLM_ONLY_FIELDS if kind == "clip" else CLIP_ONLY_FIELDS
         for name, cfg in table.items():
-            settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
+            settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items() if k not in unused)
             print(f"{kind:4s} {name:12s} {settings}")
     return 0
 
@@ -411,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _annotate(args)
         if args.command == "self-prompt":
             return _self_prompt(args)
+        if args.command == "figure":
+            return _figure(args)
         if args.command == "presets":
             return _presets()
         if args.command == "demo":

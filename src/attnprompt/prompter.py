@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
@@ -182,6 +183,7 @@ class Prompter:
         return self._annotate_batch(list(images), list(queries), config or self.config)
 
     def _annotate_batch(self, images: list[Image.Image], queries: list[str], config: MaskConfig) -> list[Annotation]:
+        _warn_if_photo_for_shapes_model(self.auxiliary, images)
         views = [self.auxiliary.view(im, config.geometry) for im in images]
         attributions = self.auxiliary.attribute_views(views, queries, config)
         return [self._finish(im, q, v, a, config) for im, q, v, a in zip(images, queries, views, attributions)]
@@ -215,6 +217,26 @@ class Prompter:
             attention=maps.get("attention"),
             answer=attribution.answer,
         )
+
+
+SHAPES_SCENE_SIDE = 256
+"""Images longer than this on a side are photos to the shipped shapes models (their scenes are 64-128)."""
+
+
+def _warn_if_photo_for_shapes_model(auxiliary: Auxiliary, images: Sequence[Image.Image]) -> None:
+    from pathlib import Path
+
+    from .auxiliary.base import SHIPPED_MODELS_DIR
+
+    folder = Path(auxiliary.name)
+    if folder.parent != SHIPPED_MODELS_DIR:
+        return
+    big = [im.size for im in images if max(im.size) > SHAPES_SCENE_SIDE]
+    if big:
+        real = DEFAULT_MODEL if auxiliary.kind == "clip" else "llava-hf/llava-1.5-7b-hf"
+        warnings.warn(
+            f"{folder.name} is a tiny model of the synthetic shapes world (scenes of 64-128 pixels); on a "
+            f"{big[0][0]}x{big[0][1]} image its map means little. For photos use {real}.", stacklevel=4)
 
 
 @dataclass

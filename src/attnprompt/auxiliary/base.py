@@ -149,6 +149,57 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host accepts a TCP connection within ``timeout`` seconds (asked once per
+    process). Without it an unreachable hub costs minutes of retries before the error."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if endpoint not in _REACHABLE:
+        url = urlparse(endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        result: list[bool] = []
+
+        def probe() -> None:  # a thread: name resolution has no time-out of its own
+            try:
+                socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+                result.append(True)
+            except OSError:
+                result.append(False)
+
+        worker = threading.Thread(target=probe, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        _REACHABLE[endpoint] = bool(result and result[0])
+    return _REACHABLE[endpoint]
+
+
+class offline_unless_hub_reachable:
+    """Within this block the hub client works from its cache alone when the hub is unreachable
+    (a cached model still loads; an uncached one fails at once instead of after retries)."""
+
+    def __enter__(self) -> bool:
+        self._saved = None
+        if hub_offline() or hub_reachable():
+            return False
+        from huggingface_hub import constants
+
+        self._saved = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = True
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            from huggingface_hub import constants
+
+            constants.HF_HUB_OFFLINE = self._saved
+
+
 def load_from_hub_or_dir(load: Callable[..., Any], name: str, what: str, **kwargs: Any) -> Any:
     """Call a ``from_pretrained``-style ``load`` on a local folder or a hub id, with clear errors.
 
@@ -171,6 +222,8 @@ def load_from_hub_or_dir(load: Callable[..., Any], name: str, what: str, **kwarg
         pass
     if hub_offline():
         raise AttnPromptError(_not_cached(name, "HF_HUB_OFFLINE is set"))
+    if not hub_reachable():
+        raise AttnPromptError(_not_cached(name, "the hub is unreachable"))
     try:
         return load(name, **kwargs)
     except (OSError, ValueError) as exc:
@@ -180,8 +233,9 @@ def load_from_hub_or_dir(load: Callable[..., Any], name: str, what: str, **kwarg
 def _not_cached(name: str, why: str) -> str:
     return (
         f"cannot load model {name!r}: it is not in the local cache and the hub could not provide it ({why}). "
-        f"Download it where the hub is reachable (huggingface-cli download {name} --local-dir DIR) "
-        f"and pass the folder instead: --model DIR"
+        f"Download it where the hub is reachable (hf download {name} --local-dir DIR) and pass the folder: "
+        f"--model DIR; or work offline with a model shipped in the package: --model shapes-clip (CLIP) "
+        f"or --model shapes-llava (LVLM), for shapes-world scenes"
     )
 
 
@@ -433,6 +487,8 @@ def _guess_backend(model: str, pretrained: str | None, model_config: object) -> 
         return "open_clip"
     if looks_like_path(model):
         return "hf"
+    if "/" in model and not model.rsplit("/", 1)[1][:1].isdigit():
+        return "hf"  # org/name is a hub id (open_clip spells only ViT-B/16-like names with a slash); no slow import
     from .clip_openclip import is_open_clip_name
 
     return "open_clip" if is_open_clip_name(model) else "hf"

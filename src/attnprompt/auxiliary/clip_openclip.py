@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import AttnPromptError
 from ..geometry import mean_color
-from .base import DEFAULT_MODEL, ClipAuxiliary, register_backend, warn_truncated
+from .base import DEFAULT_MODEL, ClipAuxiliary, hub_offline, offline_unless_hub_reachable, register_backend, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
 __all__ = ["OpenClip", "load_open_clip", "is_open_clip_name"]
@@ -212,12 +212,20 @@ def load_open_clip(
             f"open_clip does not know the architecture {name!r}; pass --model-config FILE.json for a custom one"
         )
     try:
-        net, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=device, weights_only=True,
-        )
-        tokenizer = open_clip.get_tokenizer(name)
+        with offline_unless_hub_reachable() as cut_off:
+            net, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=device, weights_only=True,
+            )
+            tokenizer = open_clip.get_tokenizer(name)
     except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        if cut_off or hub_offline():
+            raise AttnPromptError(
+                f"cannot load open_clip model {name!r} (pretrained={pretrained!r}): its weights are not in the local "
+                f"cache and the hub is {'unreachable' if cut_off else 'off (HF_HUB_OFFLINE)'}. Where the hub is "
+                "reachable, run the same command once (or download the weights file: --pretrained FILE.safetensors); "
+                "or work offline with a model shipped in the package: --model shapes-clip (shapes-world scenes)"
+            ) from None
         hint = "" if pretrained and Path(pretrained).is_file() else (
             "; without hub access, pass a local weights file: --pretrained FILE.safetensors"
         )
