@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
+    from .jobs import JobSummary
     from .prompter import Prompter
 
 from .config import GEOMETRIES, INTERPOLATIONS, LVLM_PRESETS, PRESETS, REDUCTIONS, get_preset, parse_layers
 from .errors import AttnPromptError
+from .outputs import IMAGE_FORMATS, ImageEncoding
 
 EXAMPLES = """\
 examples:
@@ -87,7 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--format", choices=("rgb", "rgba", "heatmap"), default="rgb",
                         help="annotated image, mask as alpha, or heatmap (default: rgb)")
     output.add_argument("--save-maps", action="store_true", help="also write the raw maps and the mask (.npz)")
+    output.add_argument("--image-format", choices=IMAGE_FORMATS, default="png",
+                        help="batch mode: file format of the outputs (default: png, lossless: exactly the "
+                             "annotated pixels; jpeg and webp are lossy and smaller)")
+    output.add_argument("--quality", type=int, help="jpeg/webp quality 1-100 (default: 95 jpeg, 90 webp)")
+    output.add_argument("--png-compress-level", type=int, default=1,
+                        help="zlib level 0-9 for png (default: 1 with the RLE strategy: fast, still lossless)")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
+    engine = ann.add_argument_group("engine (batch mode)")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: threads on this machine; ray: Ray Data actors on a local or remote Ray cluster")
+    engine.add_argument("--ray-address", default=None,
+                        help="Ray cluster to join (e.g. ray://head:10001 or auto; default: start a local one)")
+    engine.add_argument("--gpus-per-worker", type=float, default=0.0,
+                        help="ray: GPUs per model actor (e.g. 1, or 0.5 for two actors per GPU; default 0)")
 
     selfp = sub.add_parser(
         "self-prompt", help="an LVLM answers on the original image, then on its own annotated image",
@@ -208,10 +223,11 @@ def _model_options(parser: argparse.ArgumentParser, *, lvlm: bool = False, batch
     model.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
     if batch:
         model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
-        model.add_argument("--workers", type=int, default=4,
-                           help="image decoding threads in batch mode (default: 4)")
+        model.add_argument("--workers", type=int, default=None,
+                           help="batch mode: image decoding threads (local engine, default 4) or model actors "
+                                "(--engine ray, default 1)")
     else:
-        parser.set_defaults(batch_size=1, workers=1)
+        parser.set_defaults(batch_size=1, workers=None)
 
 
 def _mask_options(parser: argparse.ArgumentParser, *, lvlm: bool = False) -> None:
@@ -292,8 +308,17 @@ def _annotate(args: argparse.Namespace) -> int:
         raise AttnPromptError("--out-dir is required with --manifest or several images")
     if args.output and not single:
         raise AttnPromptError("-o names one output image; with several images use --out-dir DIR")
+    if args.workers is not None and args.workers < 1:
+        raise AttnPromptError("--workers must be at least 1")
+    encoding = ImageEncoding(args.image_format, args.quality, args.png_compress_level)
+    if encoding.format == "jpeg" and args.format == "rgba":
+        raise AttnPromptError("JPEG cannot store the rgba output (no alpha channel): use png or webp")
+    if args.engine == "ray" and single:
+        raise AttnPromptError("--engine ray runs a job: give --manifest FILE (or several images) and --out-dir DIR")
     # fail fast, before loading a model
     rows = read_manifest(args.manifest) if args.manifest else None if single else _image_rows(args.image, args.query)
+    if args.engine == "ray":
+        return _annotate_ray(args, rows or [], encoding)
     prompter = _load_prompter(args)
     if single:
         output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image[0]).stem)}_api.png")
@@ -310,8 +335,34 @@ def _annotate(args: argparse.Namespace) -> int:
         return 0
     summary = run_manifest(
         prompter, rows, args.out_dir, format=args.format, save_map_files=args.save_maps,
-        batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+        batch_size=args.batch_size, workers=args.workers or 4, progress=not args.quiet, encoding=encoding,
     )
+    return _job_report(summary)
+
+
+def _annotate_ray(args: argparse.Namespace, rows: list, encoding: "ImageEncoding") -> int:
+    try:
+        from .integrations.ray import RayJobOptions, run_manifest_ray
+    except ImportError:
+        raise AttnPromptError("the ray engine is not available in this installation") from None
+
+    if args.batch_size < 1:
+        raise AttnPromptError("--batch-size must be at least 1")
+    if args.gpus_per_worker < 0:
+        raise AttnPromptError("--gpus-per-worker must be at least 0")
+    options = RayJobOptions(
+        model=args.model, kind=args.aux, preset=args.preset, backend=args.backend, pretrained=args.pretrained,
+        model_config=args.model_config, device=args.device, dtype=args.dtype, overrides=_mask_overrides(args),
+    )
+    summary = run_manifest_ray(
+        options, rows, args.out_dir, format=args.format, save_map_files=args.save_maps, batch_size=args.batch_size,
+        workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker, address=args.ray_address,
+        encoding=encoding, progress=not args.quiet,
+    )
+    return _job_report(summary)
+
+
+def _job_report(summary: "JobSummary") -> int:
     print(f"{summary.done} done, {summary.skipped} already done, {summary.failed} failed "
           f"of {summary.total}; manifest: {summary.manifest}")
     for line in summary.errors[:10]:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from .errors import AttnPromptError
 
-__all__ = ["View", "Tile", "make_view", "make_tiled_view", "tile_offsets", "place_mask", "mean_color", "PIL_FILTERS", "OPENAI_MEAN", "OPENAI_STD"]
+__all__ = ["View", "Tile", "SquareResize", "make_view", "letterbox", "letterbox_resized", "make_tiled_view", "tile_offsets", "place_mask", "mean_color", "PIL_FILTERS", "OPENAI_MEAN", "OPENAI_STD"]
 
 # The normalisation of OpenAI's CLIP preprocessing, which LLaVA and most CLIPs reuse.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -82,8 +82,18 @@ class View:
         return [self.image.crop(t.box) for t in self.tiles] if self.tiles else [self.image]
 
 
-def make_view(image: Image.Image, geometry: str, pad_color: tuple[int, int, int] = (0, 0, 0)) -> View:
-    """Build the auxiliary model's view of ``image`` under ``geometry``."""
+SquareResize = tuple[int, int]  # (side, PIL filter): a preprocessing that starts by resizing a square to side x side
+
+
+def make_view(image: Image.Image, geometry: str, pad_color: tuple[int, int, int] = (0, 0, 0),
+              resize: SquareResize | None = None) -> View:
+    """Build the auxiliary model's view of ``image`` under ``geometry``.
+
+    ``resize``: when the model's preprocessing starts by resizing a square image to
+    ``side x side`` with a PIL filter, the ``aligned`` view's image is that small square
+    (:func:`letterbox_resized`, equal pixel for pixel to resizing the full letterboxed canvas),
+    so the full-size canvas is neither built nor resized; the frame stays in original pixels.
+    """
     w, h = image.size
     if geometry == "stretch":
         return View(image=image, frame_size=(w, h), box=(0, 0, w, h))
@@ -92,12 +102,45 @@ def make_view(image: Image.Image, geometry: str, pad_color: tuple[int, int, int]
         if w == h:
             return View(image=image, frame_size=(w, h), box=(0, 0, w, h))
         left, top = (side - w) // 2, (side - h) // 2
-        canvas = Image.new("RGB", (side, side), tuple(int(c) for c in pad_color))
-        canvas.paste(image, (left, top))
-        return View(image=canvas, frame_size=(side, side), box=(left, top, left + w, top + h))
+        box = (left, top, left + w, top + h)
+        if resize is not None:
+            return View(image=letterbox_resized(image, resize[0], resize[1], pad_color), frame_size=(side, side), box=box)
+        return View(image=letterbox(image, pad_color), frame_size=(side, side), box=box)
     if geometry == "tiled":
         raise AttnPromptError("the tiled geometry needs the model's input and grid size: use make_tiled_view")
     raise AttnPromptError(f"unknown geometry {geometry!r}")
+
+
+def letterbox(image: Image.Image, pad_color: tuple[int, int, int]) -> Image.Image:
+    """``image`` centred on a square canvas of ``pad_color`` (LLaVA's ``expand2square``)."""
+    w, h = image.size
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), tuple(int(c) for c in pad_color))
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def letterbox_resized(image: Image.Image, size: int, resample: int, pad_color: tuple[int, int, int]) -> Image.Image:
+    """``letterbox(image, pad_color).resize((size, size), resample)``, without the big canvas when exact.
+
+    Pillow resizes in two separable passes, horizontal first, rounding to 8 bits in between. For a
+    wide image (pad rows above and below) the horizontal pass of the canvas is the horizontal
+    pass of the image's rows plus that of one pad row, repeated; the vertical pass then runs on
+    those rows as it would inside the full resize. Tall images (pad columns enter the horizontal
+    pass) and square ones take the plain path. Tested equal over many sizes and every filter.
+    """
+    w, h = image.size
+    if w <= h:
+        return letterbox(image, pad_color).resize((size, size), resample)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    top = (w - h) // 2
+    rows = np.asarray(rgb.resize((size, h), resample))  # [h, size, 3]: horizontal pass only
+    pad_row = np.asarray(Image.new("RGB", (w, 1), tuple(int(c) for c in pad_color)).resize((size, 1), resample))
+    strip = np.empty((w, size, 3), dtype=np.uint8)  # the canvas after the horizontal pass
+    strip[:top] = pad_row
+    strip[top:top + h] = rows
+    strip[top + h:] = pad_row
+    return Image.fromarray(strip, mode="RGB").resize((size, size), resample)  # vertical pass only
 
 
 def tile_offsets(cells: int, tile: int, overlap: float) -> list[int]:

@@ -182,11 +182,29 @@ class Prompter:
         """Annotate already-loaded RGB images in one batch (used by data jobs)."""
         return self._annotate_batch(list(images), list(queries), config or self.config)
 
-    def _annotate_batch(self, images: list[Image.Image], queries: list[str], config: MaskConfig) -> list[Annotation]:
+    def attribute_loaded(self, images: Sequence[Image.Image], queries: Sequence[str],
+                         config: MaskConfig | None = None,
+                         views: Sequence[View] | None = None) -> list[tuple[View, Attribution]]:
+        """The model's part of :meth:`annotate_loaded`: each image's view and attribution.
+
+        ``views``: the images' views if already made (``self.auxiliary.view(image, geometry)``,
+        e.g. on a decoding thread). :meth:`finish` turns a result into an :class:`Annotation`
+        (the pixel stage); data jobs run it on other threads than the model.
+        """
+        config = config or self.config
         _warn_if_photo_for_shapes_model(self.auxiliary, images)
-        views = [self.auxiliary.view(im, config.geometry) for im in images]
-        attributions = self.auxiliary.attribute_views(views, queries, config)
-        return [self._finish(im, q, v, a, config) for im, q, v, a in zip(images, queries, views, attributions)]
+        if views is None:
+            views = [self.auxiliary.view(im, config.geometry) for im in images]
+        return list(zip(views, self.auxiliary.attribute_views(views, list(queries), config)))
+
+    def finish(self, image: Image.Image, query: str, view: View, attribution: Attribution,
+               config: MaskConfig | None = None) -> Annotation:
+        """The pixel stage of one attributed image: the mask at image size and the annotated image."""
+        return self._finish(image, query, view, attribution, config or self.config)
+
+    def _annotate_batch(self, images: list[Image.Image], queries: list[str], config: MaskConfig) -> list[Annotation]:
+        pairs = self.attribute_loaded(images, queries, config)
+        return [self._finish(im, q, v, a, config) for im, q, (v, a) in zip(images, queries, pairs)]
 
     def token_maps_from_tensors(self, pixel_values: torch.Tensor, tokens: Any, **overrides: Any) -> tuple[TokenMaps, torch.Tensor]:
         """CLIP only: maps and final masks from preprocessed pixels and token ids (no preprocessing).

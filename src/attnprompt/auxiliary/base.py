@@ -21,7 +21,7 @@ from PIL import Image
 from .. import maps as mapmath
 from ..config import MaskConfig
 from ..errors import AttnPromptError
-from ..geometry import View, make_tiled_view, make_view
+from ..geometry import SquareResize, View, make_tiled_view, make_view
 from .clip_common import ClipTower, TokenMaps, compute_token_maps
 
 __all__ = [
@@ -334,10 +334,20 @@ class ClipAuxiliary(Auxiliary):
     def num_layers(self) -> int:
         return self.tower.num_layers
 
+    @property
+    def square_resize(self) -> SquareResize | None:
+        """``(side, PIL filter)`` when preprocessing starts by resizing a square image to ``side x side``.
+
+        Lets the aligned view hand the model the small letterboxed square instead of the full
+        canvas (the same pixels, see :func:`~attnprompt.geometry.letterbox_resized`); ``None``
+        (the default) keeps the full-size path.
+        """
+        return None
+
     def view(self, image: Image.Image, geometry: str) -> View:
         if geometry == "tiled":
             return make_tiled_view(image, self.image_size, self.grid_size, self.pad_color)
-        return make_view(image, geometry, self.pad_color)
+        return make_view(image, geometry, self.pad_color, resize=self.square_resize)
 
     @staticmethod
     def clip_layers(config: MaskConfig) -> tuple[int, ...]:
