@@ -33,10 +33,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _panel_size(image: Image.Image) -> tuple[float, float]:
-    """Display size in inches at 100 dpi: small scenes enlarged, photos shrunk."""
+def _panel_size(image: Image.Image, scale: float | None = None) -> tuple[float, float]:
+    """Display size in inches at 100 dpi: small scenes enlarged, photos shrunk (or ``scale``)."""
     w, h = image.size
-    scale = min(_MAX_PANEL / max(w, h), max(1.0, _MIN_PANEL / max(w, h)))
+    if scale is None:
+        scale = min(_MAX_PANEL / max(w, h), max(1.0, _MIN_PANEL / max(w, h)))
     return w * scale / 100, h * scale / 100
 
 
@@ -67,10 +68,14 @@ def _colorbar(fig: Any, ax: Any) -> None:
     bar.ax.tick_params(labelsize=7)
 
 
-def heatmap_with_colorbar(annotation: "Annotation", title: str = "attention map") -> Image.Image:
-    """The annotation's heatmap with a colour bar (what each colour of the map means)."""
+def heatmap_with_colorbar(annotation: "Annotation", title: str = "attention map",
+                          scale: float | None = None) -> Image.Image:
+    """The annotation's heatmap with a colour bar (what each colour of the map means).
+
+    ``scale``: display size relative to the image (default: small scenes enlarged, photos shrunk).
+    """
     plt = _pyplot()
-    w, h = _panel_size(annotation.original)
+    w, h = _panel_size(annotation.original, scale)
     fig, ax = plt.subplots(figsize=(w + 1.3, h + 0.5), layout="constrained")
     _show(ax, annotation.heatmap(), title)
     _colorbar(fig, ax)
