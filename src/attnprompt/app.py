@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from PIL import Image
 
 from . import config as config_module
-from .config import MaskConfig, get_preset, parse_layers, presets_for
+from .config import MaskConfig, get_preset, parse_key_values, parse_layers, presets_for
 from .errors import AttnPromptError
 
 __all__ = ["build_app", "launch", "knob_names", "config_from_values", "shipped_models", "SHIPPED_DEFAULTS"]
@@ -92,8 +92,16 @@ def _base(hint: Any) -> tuple[Any, bool]:
     return typing.get_origin(hint) or hint, optional
 
 
+def _pairs(name: str) -> bool:
+    """A field of KEY=VALUE settings (its default is a tuple of pairs or a mapping)."""
+    default = {f.name: f for f in dataclasses.fields(MaskConfig)}[name].default
+    return _base(_hints()[name])[0] not in (tuple, int, float, str, bool) and isinstance(default, (tuple, dict))
+
+
 def _display(name: str, value: Any) -> Any:
     """A config value as its control shows it."""
+    if _pairs(name):
+        return ", ".join(f"{k}={v}" for k, v in dict(value or ()).items())
     hint, optional = _base(_hints()[name])
     if hint is tuple:
         return "" if value is None else ",".join(str(v) for v in value)
@@ -108,6 +116,10 @@ def config_from_values(kind: str, preset: str | None, values: dict[str, Any]) ->
     overrides: dict[str, Any] = {}
     for name, value in values.items():
         hint, optional = _base(hints[name])
+        if _pairs(name):
+            text = str(value or "").replace(",", " ").split()
+            overrides[name] = parse_key_values(text, name.replace("_", " "))
+            continue
         if isinstance(value, str):
             value = value.strip()
             if value == "" and (optional or hint is not str):
@@ -125,7 +137,7 @@ def config_from_values(kind: str, preset: str | None, values: dict[str, Any]) ->
         except (TypeError, ValueError):
             raise AttnPromptError(f"{name.replace('_', ' ')}: {value!r} is not a valid value") from None
         overrides[name] = value
-    base = get_preset(preset or None, kind=kind)
+    base = get_preset(preset or None, kind=kind)  # every field is set below; the preset checks the name
     return dataclasses.replace(base, **overrides)
 
 
@@ -254,11 +266,21 @@ def build_app(
     hints, docs = _hints(), _docs()
     lvlm_only = set(getattr(config_module, "LVLM_ONLY_FIELDS", ()))
     clip_only = set(getattr(config_module, "CLIP_ONLY_FIELDS", ()))
-    start = get_preset(None, kind="clip")
+    start = models.prompter("clip", SHIPPED_DEFAULTS["clip"]).config  # loaded once, at start
 
-    def preset_settings(kind: str, preset: str) -> list[Any]:
-        cfg = get_preset(preset or None, kind=kind)
+    def preset_settings(kind: str, preset: str, model: str) -> list[Any]:
+        """Every knob's value under a preset; ``default`` is the model's own (its preset file, if any)."""
+        if not preset or preset.strip().lower() == "default":
+            cfg = models.prompter(kind, model).config
+        else:
+            cfg = get_preset(preset.strip(), kind=kind)
         return [_display(n, getattr(cfg, n)) for n in names]
+
+    def style_defaults(style: str) -> str:
+        from .styles import STYLES
+
+        params = STYLES[style].params if style in STYLES else {}
+        return ", ".join(f"{k}={p.default}" for k, p in params.items())
 
     def kind_changed(kind: str) -> list[Any]:
         presets = list(presets_for(kind))
@@ -267,7 +289,7 @@ def build_app(
         return ([gr.update(choices=model_choices, value=SHIPPED_DEFAULTS[kind]),
                  gr.update(choices=presets, value="default")]
                 + [gr.update(value=v, visible=n not in hidden)
-                   for n, v in zip(names, preset_settings(kind, "default"))]
+                   for n, v in zip(names, preset_settings(kind, "default", SHIPPED_DEFAULTS[kind]))]
                 + [gr.update(visible=kind == "lvlm")])
 
     def annotate(image: Image.Image | None, question: str, kind: str, model: str, preset: str, *values: Any):
@@ -361,7 +383,11 @@ def build_app(
         ask.click(_in_page(ask_target),
                   [image, prompt_out, question, target_kind, target, endpoint, key_env, max_new],
                   [on_original, on_prompt], api_name="ask_target")
-        preset.change(_in_page(preset_settings), [kind, preset], controls, api_name="preset_settings")
+        preset.change(_in_page(preset_settings), [kind, preset, model], controls, api_name="preset_settings")
+        model.change(_in_page(preset_settings), [kind, preset, model], controls, api_visibility="private")
+        if "style" in names and "style_params" in names:  # a new style starts from its own parameters
+            controls[names.index("style")].change(style_defaults, controls[names.index("style")],
+                                                  controls[names.index("style_params")], api_visibility="private")
         kind.change(_in_page(kind_changed), [kind], [model, preset, *controls, answer_group],
                     api_visibility="private")
     page.queue(default_concurrency_limit=1, max_size=32)
