@@ -138,9 +138,9 @@ def test_annotate_endpoint_lvlm_answer_and_highlight(client) -> None:
 
 
 def test_preset_settings_endpoint(client) -> None:
-    values = client.predict("clip", "official", api_name="/preset_settings")
+    values = client.predict("clip", "official", "shapes-clip", api_name="/preset_settings")
     assert list(values) == _display_values(PRESETS["official"])
-    values = client.predict("lvlm", "paper", api_name="/preset_settings")
+    values = client.predict("lvlm", "paper", "shapes-llava", api_name="/preset_settings")
     assert list(values) == _display_values(LVLM_PRESETS["paper"])
 
 
@@ -251,3 +251,26 @@ def test_browser_upload_ask_run_and_read_back(served: str, tmp_path: Path) -> No
         [expected.original, expected.image], [QUESTION] * 2)
     assert answers == tuple(want)
     print(f"screenshots: {tmp_path}")
+
+
+def test_knob_controls_follow_the_registries(client) -> None:
+    from attnprompt.config import INTERPOLATIONS
+    from attnprompt.styles import STYLES
+
+    components = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
+    for name in knob_names():
+        assert f"knob-{name}" in components, name
+    choices = [c[0] if isinstance(c, (list, tuple)) else c for c in components["knob-style"]["choices"]]
+    assert choices == list(STYLES)
+    interp = [c[0] if isinstance(c, (list, tuple)) else c for c in components["knob-interpolation"]["choices"]]
+    assert interp == list(INTERPOLATIONS)
+
+
+def test_annotate_endpoint_with_a_style(client) -> None:
+    cfg = PRESETS["default"].replace(style="soft", style_params={"floor": 0.4})
+    _, _, prompt, _, settings = client.predict(
+        gradio_client.handle_file(str(SCENE)), QUESTION, "clip", "shapes-clip", "default", *_knobs(cfg),
+        api_name="/annotate")
+    [expected] = Prompter("shapes-clip", device="cpu").annotate(str(SCENE), QUESTION, **cfg.to_dict())
+    assert np.array_equal(_pixels(prompt), np.asarray(expected.image))
+    assert "style soft" in settings
