@@ -118,13 +118,17 @@ def test_shapes_model_warns_on_a_photo() -> None:
         prompter.annotate(photo, "where is the car?")
 
 
-def test_unreachable_hub_fails_fast_once_with_the_right_command(scenes, monkeypatch, capsys) -> None:
-    from attnprompt.auxiliary import base
+@pytest.fixture()
+def unreachable_hub(monkeypatch):
+    from attnprompt.auxiliary import hub_reach
     from attnprompt.testing_server import unused_base_url
 
     monkeypatch.setenv("HF_ENDPOINT", unused_base_url().rsplit("/v1", 1)[0])  # a port nothing listens on
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(base, "_REACHABLE", {})
+    monkeypatch.setattr(hub_reach, "_REACHABLE", {})
+
+
+def test_unreachable_hub_fails_fast_once_with_the_right_command(scenes, unreachable_hub, capsys) -> None:
     start = time.perf_counter()
     code = main(["annotate", str(scenes[0]), "-q", "what?", "--model", "attnprompt-tests/not-a-real-model",
                  "--device", "cpu"])
@@ -136,6 +140,15 @@ def test_unreachable_hub_fails_fast_once_with_the_right_command(scenes, monkeypa
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "hf download attnprompt-tests/not-a-real-model --local-dir DIR" in err
     assert "--model shapes-clip" in err and "huggingface-cli" not in err
+
+
+def test_unreachable_hub_fails_fast_in_the_library_too(unreachable_hub) -> None:
+    from attnprompt import AttnPromptError, Prompter
+
+    start = time.perf_counter()
+    with pytest.raises(AttnPromptError, match="hf download attnprompt-tests/other-model --local-dir DIR"):
+        Prompter("attnprompt-tests/other-model", device="cpu")
+    assert time.perf_counter() - start < 5.0
 
 
 def test_figure_command(scenes, tmp_path, capsys) -> None:

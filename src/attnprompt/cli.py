@@ -303,7 +303,11 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
 
 
 def _load_prompter(args: argparse.Namespace) -> "Prompter":
-    from .auxiliary.base import DEFAULT_MODEL
+    from .auxiliary.hub_reach import fail_fast_if_unavailable
+    from .config import DEFAULT_MODEL
+
+    # before torch is imported: an unavailable hub id costs a second, not many
+    fail_fast_if_unavailable(args.model or DEFAULT_MODEL)
     from .prompter import Prompter
 
     if args.batch_size < 1:
@@ -328,7 +332,6 @@ def _load_prompter(args: argparse.Namespace) -> "Prompter":
 
 def _annotate(args: argparse.Namespace) -> int:
     from .io import atomic_save_image, read_manifest, safe_stem
-    from .jobs import run_manifest, save_maps
 
     if bool(args.image) == bool(args.manifest):
         raise AttnPromptError("give either IMAGE... --query TEXT, or --manifest FILE --out-dir DIR")
@@ -351,6 +354,8 @@ def _annotate(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         return _annotate_ray(args, rows or [], encoding)
     prompter = _load_prompter(args)
+    from .jobs import run_manifest, save_maps
+
     if single:
         output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image[0]).stem)}_api.png")
         [result] = prompter.annotate([args.image[0]], [args.query])
@@ -423,7 +428,7 @@ def _image_rows(images: list[str], query: str) -> list:
 
 
 def _figure(args: argparse.Namespace) -> int:
-    from .auxiliary.base import DEFAULT_MODEL
+    from .config import DEFAULT_MODEL
     from .figure import figure
     from .io import atomic_save_image, safe_stem
 

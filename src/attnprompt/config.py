@@ -208,6 +208,8 @@ PRESETS: Mapping[str, MaskConfig] = {
                           kernel_grid=REFERENCE_GRID, strict_order=True),
 }
 DEFAULT_PRESET = "default"
+DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
+"""The auxiliary model when none is named: the paper's CLIP (from the hub)."""
 
 LVLM_PRESETS: Mapping[str, MaskConfig] = {
     # The official API_LLaVA script: decoder layer 20, attention of the last query position at

@@ -23,6 +23,7 @@ from ..config import MaskConfig
 from ..errors import AttnPromptError
 from ..geometry import SquareResize, View, make_tiled_view, make_view, resolve_geometry
 from .clip_common import ClipTower, TokenMaps, compute_token_maps
+from .hub_reach import hub_offline, hub_reachable, not_cached_message, offline_unless_hub_reachable  # noqa: F401
 
 __all__ = [
     "Attribution",
@@ -37,7 +38,7 @@ __all__ = [
     "check_queries",
 ]
 
-DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
+from ..config import DEFAULT_MODEL  # noqa: E402  (re-exported: its old home)
 
 Loader = Callable[..., "ClipAuxiliary"]
 BACKENDS: dict[str, Loader] = {}
@@ -145,61 +146,6 @@ def looks_like_path(name: str) -> bool:
     )
 
 
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
-_REACHABLE: dict[str, bool] = {}
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub's host accepts a TCP connection within ``timeout`` seconds (asked once per
-    process). Without it an unreachable hub costs minutes of retries before the error."""
-    import socket
-    import threading
-    from urllib.parse import urlparse
-
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    if endpoint not in _REACHABLE:
-        url = urlparse(endpoint)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        result: list[bool] = []
-
-        def probe() -> None:  # a thread: name resolution has no time-out of its own
-            try:
-                socket.create_connection((url.hostname or "", port), timeout=timeout).close()
-                result.append(True)
-            except OSError:
-                result.append(False)
-
-        worker = threading.Thread(target=probe, daemon=True)
-        worker.start()
-        worker.join(timeout)
-        _REACHABLE[endpoint] = bool(result and result[0])
-    return _REACHABLE[endpoint]
-
-
-class offline_unless_hub_reachable:
-    """Within this block the hub client works from its cache alone when the hub is unreachable
-    (a cached model still loads; an uncached one fails at once instead of after retries)."""
-
-    def __enter__(self) -> bool:
-        self._saved = None
-        if hub_offline() or hub_reachable():
-            return False
-        from huggingface_hub import constants
-
-        self._saved = constants.HF_HUB_OFFLINE
-        constants.HF_HUB_OFFLINE = True
-        return True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved is not None:
-            from huggingface_hub import constants
-
-            constants.HF_HUB_OFFLINE = self._saved
-
-
 def load_from_hub_or_dir(load: Callable[..., Any], name: str, what: str, **kwargs: Any) -> Any:
     """Call a ``from_pretrained``-style ``load`` on a local folder or a hub id, with clear errors.
 
@@ -230,13 +176,7 @@ def load_from_hub_or_dir(load: Callable[..., Any], name: str, what: str, **kwarg
         raise AttnPromptError(_not_cached(name, _one_line(exc))) from None
 
 
-def _not_cached(name: str, why: str) -> str:
-    return (
-        f"cannot load model {name!r}: it is not in the local cache and the hub could not provide it ({why}). "
-        f"Download it where the hub is reachable (hf download {name} --local-dir DIR) and pass the folder: "
-        f"--model DIR; or work offline with a model shipped in the package: --model shapes-clip (CLIP) "
-        f"or --model shapes-llava (LVLM), for shapes-world scenes"
-    )
+_not_cached = not_cached_message
 
 
 def _one_line(exc: BaseException) -> str:

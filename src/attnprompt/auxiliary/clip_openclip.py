@@ -20,7 +20,8 @@ from torch import nn
 
 from ..errors import AttnPromptError
 from ..geometry import SquareResize, mean_color
-from .base import DEFAULT_MODEL, ClipAuxiliary, hub_offline, offline_unless_hub_reachable, register_backend, warn_truncated
+from .base import DEFAULT_MODEL, ClipAuxiliary, register_backend, warn_truncated
+from .hub_reach import hub_offline, offline_unless_hub_reachable
 from .clip_common import AttentionWeights, ClipTower, Readout
 
 __all__ = ["OpenClip", "load_open_clip", "is_open_clip_name"]

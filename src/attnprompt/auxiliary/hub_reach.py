@@ -1,0 +1,97 @@
+"""Whether the Hugging Face hub can be reached, asked once and quickly, and what to do when not.
+
+Without this an uncached hub id costs minutes of the hub client's retries before its error. Light
+on purpose (no torch): the command line asks before it imports a model library.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ..errors import AttnPromptError
+
+__all__ = ["hub_offline", "hub_reachable", "offline_unless_hub_reachable", "not_cached_message", "fail_fast_if_unavailable"]
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host accepts a TCP connection within ``timeout`` seconds (asked once per
+    process and endpoint)."""
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if endpoint not in _REACHABLE:
+        url = urlparse(endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        result: list[bool] = []
+
+        def probe() -> None:  # a thread: name resolution has no time-out of its own
+            try:
+                socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+                result.append(True)
+            except OSError:
+                result.append(False)
+
+        worker = threading.Thread(target=probe, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        _REACHABLE[endpoint] = bool(result and result[0])
+    return _REACHABLE[endpoint]
+
+
+class offline_unless_hub_reachable:
+    """Within this block the hub client works from its cache alone when the hub is unreachable
+    (a cached model still loads; an uncached one fails at once instead of after retries).
+    ``as`` gives whether it cut the hub off."""
+
+    def __enter__(self) -> bool:
+        self._saved: bool | None = None
+        if hub_offline() or hub_reachable():
+            return False
+        from huggingface_hub import constants
+
+        self._saved = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = True
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            from huggingface_hub import constants
+
+            constants.HF_HUB_OFFLINE = self._saved
+
+
+def not_cached_message(name: str, why: str) -> str:
+    return (
+        f"cannot load model {name!r}: it is not in the local cache and the hub could not provide it ({why}). "
+        f"Download it where the hub is reachable (hf download {name} --local-dir DIR) and pass the folder: "
+        f"--model DIR; or work offline with a model shipped in the package: --model shapes-clip (CLIP) "
+        f"or --model shapes-llava (LVLM), for shapes-world scenes"
+    )
+
+
+def fail_fast_if_unavailable(name: str) -> None:
+    """For a hub id (``org/name``) that is not in the local cache: fail now, with the message above,
+    when the hub is off or unreachable. Anything else (folders, shipped names, open_clip names,
+    cached ids, a reachable hub) is left to the loaders."""
+    if "/" not in name or name.startswith(("hf-hub:", "local-dir:", ".", "/", "~")) or Path(name).exists():
+        return
+    if name.rsplit("/", 1)[1][:1].isdigit():  # open_clip's ViT-B/16 spelling
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    if hub_offline():
+        raise AttnPromptError(not_cached_message(name, "HF_HUB_OFFLINE is set"))
+    if not hub_reachable():
+        raise AttnPromptError(not_cached_message(name, "the hub is unreachable"))
