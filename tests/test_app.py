@@ -73,11 +73,16 @@ def test_parse_auth() -> None:
 def served(tmp_path_factory: pytest.TempPathFactory):
     examples = tmp_path_factory.mktemp("examples")
     shutil.copy(SCENE, examples / SCENE.name)
-    os.environ.setdefault("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))  # the shapes examples go here
     page = build_app(device="cpu", examples=examples)
     _, url, _ = launch(page, host="127.0.0.1", port=None, block=False)
     yield url
     page.close()
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
 
 
 @pytest.fixture(scope="module")

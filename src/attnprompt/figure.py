@@ -93,7 +93,7 @@ def settings_text(annotation: "Annotation", model: str | None = None, preset: st
     layers = cfg.pop("layers", None)
     parts = [f"auxiliary {model}" if model else None, f"preset {preset or 'default'}",
              "layers " + ("family default" if layers is None else ",".join(str(x) for x in layers))]
-    parts += [f"{k.replace('_', ' ')} {v}" for k, v in cfg.items() if v is not None]
+    parts += [f"{k.replace('_', ' ')} {v}" for k, v in cfg.items() if v is not None and v != {}]
     return "; ".join(p for p in parts if p)
 
 
