@@ -120,12 +120,12 @@ def test_shapes_model_warns_on_a_photo() -> None:
 
 @pytest.fixture()
 def unreachable_hub(monkeypatch):
-    from attnprompt.auxiliary import hub_reach
+    from attnprompt.auxiliary import hub
     from attnprompt.testing_server import unused_base_url
 
     monkeypatch.setenv("HF_ENDPOINT", unused_base_url().rsplit("/v1", 1)[0])  # a port nothing listens on
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(hub_reach, "_REACHABLE", {})
+    monkeypatch.setattr(hub, "_REACHABLE", {})
 
 
 def test_unreachable_hub_fails_fast_once_with_the_right_command(scenes, unreachable_hub, capsys) -> None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .config import DEFAULT_PRESET, PRESETS, MaskConfig, get_preset
+from .config import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS, MaskConfig, get_preset
 from .errors import AttnPromptError
 
 if TYPE_CHECKING:
-    from .auxiliary.base import DEFAULT_MODEL, ClipAuxiliary, load_auxiliary
+    from .auxiliary.dispatch import load_auxiliary
+    from .auxiliary.protocol import ClipAuxiliary
     from .prompter import Annotation, Prompter, annotate
 
 __version__ = "0.1.0"
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 # bad input (an uncached model without hub access...) without paying torch's import time.
 _LAZY = {
     "annotate": ".prompter", "Prompter": ".prompter", "Annotation": ".prompter",
-    "DEFAULT_MODEL": ".auxiliary.base", "ClipAuxiliary": ".auxiliary.base", "load_auxiliary": ".auxiliary.base",
+    "ClipAuxiliary": ".auxiliary.protocol", "load_auxiliary": ".auxiliary.dispatch",
 }
 
 

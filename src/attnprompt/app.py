@@ -145,7 +145,7 @@ def shipped_models(kind: str) -> list[str]:
     """Names of the models shipped in the package for an auxiliary kind."""
     import json
 
-    from .auxiliary.base import SHIPPED_MODELS_DIR
+    from .auxiliary.hub import SHIPPED_MODELS_DIR
 
     names = []
     for folder in sorted(SHIPPED_MODELS_DIR.iterdir()):

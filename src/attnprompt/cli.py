@@ -303,7 +303,7 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
 
 
 def _load_prompter(args: argparse.Namespace) -> "Prompter":
-    from .auxiliary.hub_reach import fail_fast_if_unavailable
+    from .auxiliary.hub import fail_fast_if_unavailable
     from .config import DEFAULT_MODEL
 
     # before torch is imported: an unavailable hub id costs a second, not many
@@ -331,7 +331,7 @@ def _load_prompter(args: argparse.Namespace) -> "Prompter":
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from .io import atomic_save_image, read_manifest, safe_stem
+    from .files import atomic_save_image, read_manifest, safe_stem
 
     if bool(args.image) == bool(args.manifest):
         raise AttnPromptError("give either IMAGE... --query TEXT, or --manifest FILE --out-dir DIR")
@@ -452,7 +452,7 @@ def _quiet_loading() -> None:
 
 
 def _self_prompt(args: argparse.Namespace) -> int:
-    from .io import atomic_save_image
+    from .files import atomic_save_image
     from .prompter import self_prompt
 
     if not args.model:
@@ -492,8 +492,8 @@ def _app(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .auxiliary.base import DEFAULT_MODEL
-    from .bench.datasets import BENCHMARKS
+    from .auxiliary.dispatch import DEFAULT_MODEL
+    from .bench.benchmarks import BENCHMARKS
     from .bench.run import evaluate, format_table
     from .targets import AnswerCache
 

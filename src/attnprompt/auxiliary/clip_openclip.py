@@ -18,10 +18,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import AttnPromptError
+from ..errors import AttnPromptError, first_line
 from ..geometry import SquareResize, mean_color
-from .base import DEFAULT_MODEL, ClipAuxiliary, register_backend, warn_truncated
-from .hub_reach import hub_offline, offline_unless_hub_reachable
+from .dispatch import DEFAULT_MODEL, register_backend
+from .hub import hub_offline, offline_unless_hub_reachable
+from .protocol import ClipAuxiliary, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
 __all__ = ["OpenClip", "load_open_clip", "is_open_clip_name"]
@@ -236,7 +237,7 @@ def load_open_clip(
             )
             tokenizer = open_clip.get_tokenizer(name)
     except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
-        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         if cut_off or hub_offline():
             raise AttnPromptError(
                 f"cannot load open_clip model {name!r} (pretrained={pretrained!r}): its weights are not in the local "
