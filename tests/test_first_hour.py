@@ -142,6 +142,22 @@ def test_unreachable_hub_fails_fast_once_with_the_right_command(scenes, unreacha
     assert "--model shapes-clip" in err and "huggingface-cli" not in err
 
 
+def test_unreachable_hub_fails_fast_for_an_open_clip_tag(scenes, unreachable_hub, monkeypatch, tmp_path,
+                                                          capsys) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    start = time.perf_counter()
+    code = main(["annotate", str(scenes[0]), "-q", "what?", "--model", "ViT-B-16", "--pretrained", "laion2b_s34b_b88k"])
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert code == 2 and elapsed < 5.0, (code, elapsed)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not in the local cache and the hub is unreachable" in lines[0], err
+    assert "--model shapes-clip" in err
+
+
 def test_unreachable_hub_fails_fast_in_the_library_too(unreachable_hub) -> None:
     from attnprompt import AttnPromptError, Prompter
 

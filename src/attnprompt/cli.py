@@ -307,7 +307,9 @@ def _load_prompter(args: argparse.Namespace) -> "Prompter":
     from .config import DEFAULT_MODEL
 
     # before torch is imported: an unavailable hub id costs a second, not many
-    fail_fast_if_unavailable(args.model or DEFAULT_MODEL)
+    if not args.model_config or Path(args.model_config).is_file():
+        config_name = Path(args.model_config).stem if args.model_config else None
+        fail_fast_if_unavailable(args.model or config_name or DEFAULT_MODEL, args.pretrained)
     from .prompter import Prompter
 
     if args.batch_size < 1:

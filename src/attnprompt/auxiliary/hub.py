@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from ..errors import AttnPromptError, first_line
 
 __all__ = ["SHIPPED_MODELS_DIR", "shipped_model", "looks_like_path", "hub_offline", "load_from_hub_or_dir",
-           "hub_reachable", "offline_unless_hub_reachable", "not_cached_message", "fail_fast_if_unavailable"]
+           "hub_reachable", "offline_unless_hub_reachable", "not_cached_message", "open_clip_message", "fail_fast_if_unavailable"]
 
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "shapes" / "models"
@@ -137,10 +137,40 @@ def not_cached_message(name: str, why: str) -> str:
     )
 
 
-def fail_fast_if_unavailable(name: str) -> None:
-    """For a hub id (``org/name``) that is not in the local cache: fail now, with the message above,
-    when the hub is off or unreachable. Anything else (folders, shipped names, open_clip names,
-    cached ids, a reachable hub) is left to the loaders."""
+def open_clip_message(name: str, pretrained: str | None, why: str) -> str:
+    return (
+        f"cannot load open_clip model {name!r} (pretrained={pretrained!r}): its weights are not in the local "
+        f"cache and the hub is {why}. Where the hub is reachable, run the same command once (or download the "
+        "weights file: --pretrained FILE.safetensors); or work offline with a model shipped in the package: "
+        "--model shapes-clip (shapes-world scenes)"
+    )
+
+
+def open_clip_weights_cached() -> bool:
+    """Whether any open_clip weights sit in the local caches (the hub's, and open_clip's own)."""
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return True  # cannot tell: let the loader try
+    names = ("open_clip_pytorch_model.bin", "open_clip_model.safetensors")
+    for repo in Path(HF_HUB_CACHE).glob("models--*"):
+        if any(any((repo / "snapshots").glob(f"*/{n}")) for n in names):
+            return True
+    own = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip"
+    return own.is_dir() and any(own.iterdir())
+
+
+def fail_fast_if_unavailable(name: str, pretrained: str | None = None) -> None:
+    """Fail now, with the messages above, when the hub is off or unreachable and ``name`` (a hub id,
+    ``org/name``) is not in the local cache, or ``pretrained`` is an open_clip tag while no open_clip
+    weights are cached at all. Anything else (folders, shipped names, files, cached ids, a reachable
+    hub) is left to the loaders."""
+    if pretrained and not (os.sep in pretrained or "/" in pretrained or pretrained.endswith(
+            (".safetensors", ".pt", ".bin", ".pth"))):
+        if (hub_offline() or not hub_reachable()) and not open_clip_weights_cached():
+            raise AttnPromptError(open_clip_message(name, pretrained, "off (HF_HUB_OFFLINE)" if hub_offline()
+                                                    else "unreachable"))
+        return
     if "/" not in name or name.startswith(("hf-hub:", "local-dir:", ".", "/", "~")) or Path(name).exists():
         return
     if name.rsplit("/", 1)[1][:1].isdigit():  # open_clip's ViT-B/16 spelling
@@ -155,5 +185,3 @@ def fail_fast_if_unavailable(name: str) -> None:
         raise AttnPromptError(not_cached_message(name, "HF_HUB_OFFLINE is set"))
     if not hub_reachable():
         raise AttnPromptError(not_cached_message(name, "the hub is unreachable"))
-
-
