@@ -279,3 +279,31 @@ def test_annotate_endpoint_with_a_style(client) -> None:
     [expected] = Prompter("shapes-clip", device="cpu").annotate(str(SCENE), QUESTION, **cfg.to_dict())
     assert np.array_equal(_pixels(prompt), np.asarray(expected.image))
     assert "style soft" in settings
+
+
+def test_browser_selecting_the_lvlm_answer_redraws_the_map(served: str, tmp_path: Path) -> None:
+    sync_api = import_or_fail_in_ci("playwright.sync_api", "playwright", "CI installs the test extra")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.goto(served, wait_until="domcontentloaded")
+            page.get_by_label("lvlm").check()
+            sync_api.expect(page.locator("#model input")).to_have_value("shapes-llava", timeout=60_000)
+            page.locator("#input-image input[type=file]").set_input_files(str(SCENE))
+            page.locator("#question textarea").fill("what color is the star?")
+            page.locator("#run").click()
+            answer = page.locator("#aux-answer textarea")
+            sync_api.expect(answer).not_to_have_value("", timeout=90_000)
+            settings = page.locator("#settings")
+            sync_api.expect(settings).to_contain_text("auxiliary shapes-llava", timeout=30_000)
+            assert "highlight" not in settings.inner_text()
+            word = answer.input_value().split()[0]
+            # what a person's mouse selection does: select the first word of the answer
+            answer.evaluate("e => { e.focus(); e.setSelectionRange(0, e.value.split(' ')[0].length);"
+                            " e.dispatchEvent(new Event('select', {bubbles: true})); }")
+            sync_api.expect(settings).to_contain_text(f"highlight {word}", timeout=90_000)
+            page.screenshot(path=str(tmp_path / "app-lvlm-highlight.png"), full_page=True)
+        finally:
+            browser.close()

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "eval", help="score a target VLM on a benchmark under several conditions (original, api-clip, ...)",
         description="Answers of a target model on a benchmark's images, original and attention-prompted, scored "
-                    "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv} "
+                    "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv,report.html} "
                     "and prints the table. Rerun the same command to resume.",
     )
     ev.add_argument("--benchmark", required=True, help="mmvet, llavabench, pope, mme, textvqa, vizwiz or mmbench")
