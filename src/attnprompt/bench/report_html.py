@@ -39,6 +39,9 @@ def _metrics(cond: Mapping[str, Any]) -> dict[str, float]:
     """The condition's numbers, flattened: ``overall``, every number of ``extra`` (nested keys
     joined by dots) and ``category: name``."""
     out: dict[str, float] = {"overall": cond["overall"]}
+    if cond.get("official"):  # every figure of the official evaluator, already named
+        _flat("", cond["official"], out)
+        return out
     _flat("", cond.get("extra", {}), out)
     for cat, value in cond.get("per_category", {}).items():
         out[f"category: {cat}"] = value
