@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -26,16 +27,16 @@ def test_report_html(tmp_path: Path, tiny_clip_dir: Path) -> None:
     from attnprompt.bench.report_html import _metrics
 
     metrics = _metrics(result["conditions"]["original"])
-    assert {"accuracy", "precision", "recall", "f1", "yes_ratio", "per_split.random.f1"} <= set(metrics)
+    assert {"accuracy (%)", "precision (%)", "recall (%)", "F1 (%)", "yes-ratio (%)", "random: F1 (%)"} <= set(metrics)
     for metric in metrics:
-        assert f"<tr><td>{metric}</td>" in page, metric
+        assert f"<tr><td>{html.escape(metric)}</td>" in page, metric
     assert "<tr><th>metric</th><th>original</th><th>api-clip</th></tr>" in page
 
     def row(name: str) -> list[str]:
         return re.findall(r"<td>(.*?)</td>", re.search(rf"<tr><td>{re.escape(name)}</td>(.*?)</tr>", page).group(1))
 
     assert row("overall") == ["60.00", "100.00"]
-    assert row("yes_ratio") == ["1.000", "0.600"] and row("TN") == ["0", "2"]
+    assert row("yes-ratio (%)") == ["100.00", "60.00"] and row("precision (%)") == ["60.00", "100.00"]
     assert row("diff to baseline [95% CI]")[0] == "baseline" and row("diff to baseline [95% CI]")[1].startswith("+40.00 [")
     assert row("changed (better / worse)") == ["", "2 (2 / 0)"]
     assert (out / "report_chart.png").stat().st_size > 1000
