@@ -8,7 +8,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from .jobs import JobSummary
@@ -166,6 +166,43 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv,report.html} "
                     "and prints the table. Rerun the same command to resume.",
     )
+    ev.add_argument("--conditions", default="original,api-clip",
+                    help="comma-separated: original, api-clip, api-lvlm, step-by-step, masked-hint, "
+                         "self-reflection, api-clip+self-reflection, api-clip-or-original...; a masked one takes a "
+                         "prompt style and mask settings after colons: api-clip:blur, api-lvlm:crop:margin=0.5, "
+                         "api-clip:kernel=1 (default: original,api-clip)")
+    ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
+    _benchmark_options(ev)
+
+    tn = sub.add_parser(
+        "tune", help="grid over mask knobs and prompt styles on a validation split; the best as a preset file",
+        description="For one auxiliary, one target and one benchmark: each knob of the mask (layers, comp layer, "
+                    "enhance, kernel, gray, geometry, style...) one at a time around the base preset, then every "
+                    "knob at its best value; each setting an eval run (original and the prompt) with a paired "
+                    "bootstrap CI. Writes OUT/{tune.json,table.md,preset.json,ablation.png,index.html}; "
+                    "rerun the same command to resume. Choose on a validation split; test once with "
+                    "`attnprompt eval --preset OUT/preset.json`.",
+        epilog="examples:\n  attnprompt tune --benchmark vizwiz --data shapes-val --target shapes-llava "
+               "--aux-clip shapes-clip --out runs/tune --limit 300\n"
+               "  attnprompt tune ... --grid kernel=1,3,5 --grid layers=-1,-2,-3..-1,all --grid comp_layer=-2,none",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _benchmark_options(tn)
+    tn.add_argument("--grid", action="append", metavar="KNOB=V1,V2",
+                    help="values of one knob (repeatable): layers (a layer, a range a..b, or all), comp_layer "
+                         "(or none), enhance, kernel, interpolation, gray, geometry, style... "
+                         "(default: a grid over every knob)")
+    tn.add_argument("--no-combine", action="store_true", help="skip the setting with every knob at its best value")
+    tn.add_argument("--examples", type=int, default=6, help="example items shown in index.html (default 6)")
+
+    rep = sub.add_parser("report", help="merge eval run folders into one table")
+    rep.add_argument("runs", nargs="+", help="folders written by attnprompt eval")
+    rep.add_argument("--out", default=None, help="also write table.md and table.csv into this folder")
+    return parser
+
+
+def _benchmark_options(ev: argparse.ArgumentParser) -> None:
+    """The data, target and auxiliary options shared by ``eval`` and ``tune``."""
     ev.add_argument("--benchmark", required=True,
                     help="mmvet, llavabench, pope, mme, textvqa, vizwiz, mmbench or mmmu")
     ev.add_argument("--data", required=True,
@@ -178,11 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--endpoint", default=None,
                     help="OpenAI-compatible base URL (vLLM, SGLang, OpenAI): the target is served there")
     ev.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    ev.add_argument("--conditions", default="original,api-clip",
-                    help="comma-separated: original, api-clip, api-lvlm, step-by-step, masked-hint, "
-                         "self-reflection, api-clip+self-reflection...; a masked one takes a prompt style and "
-                         "mask settings after colons: api-clip:blur, api-lvlm:crop:margin=0.5, api-clip:kernel=1 "
-                         "(default: original,api-clip)")
     ev.add_argument("--aux-clip", default=None, help="CLIP auxiliary for api-clip conditions "
                     "(default: openai/clip-vit-large-patch14-336)")
     ev.add_argument("--aux-lvlm", default=None, help="LVLM auxiliary for api-lvlm conditions (default: the target)")
@@ -193,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--presets-dir", default=None,
                     help="a folder of preset files naming a benchmark (e.g. written by attnprompt tune); they "
                          "extend the per-benchmark table (default: $ATTNPROMPT_PRESETS_DIR)")
-    ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
     ev.add_argument("--judge", default=None, help="judge model for MM-Vet / LLaVA-Bench (e.g. gpt-4o-2024-08-06)")
     ev.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible base URL of the judge")
     ev.add_argument("--out", required=True, help="run folder")
@@ -204,11 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
     ev.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    rep = sub.add_parser("report", help="merge eval run folders into one table")
-    rep.add_argument("runs", nargs="+", help="folders written by attnprompt eval")
-    rep.add_argument("--out", default=None, help="also write table.md and table.csv into this folder")
-    return parser
 
 
 def _shipped_names() -> list[str]:
@@ -505,30 +531,16 @@ def _app(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from .auxiliary.dispatch import DEFAULT_MODEL
+def _target_and_judge(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The target (local or served) and the judge of ``eval`` / ``tune``, answers cached under OUT."""
     from .bench.benchmarks import BENCHMARKS
-    from .bench.run import evaluate, format_table
     from .targets import AnswerCache
 
-    if args.benchmark not in BENCHMARKS:
-        raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
-    from .bench.conditions import get_conditions
-    from .bench.datasets import load_data
-
-    from .bench.presets import benchmark_preset
-
-    get_conditions(args.conditions)  # a typo fails before any work
-    for kind in ("clip", "lvlm"):
-        benchmark_preset(args.benchmark, kind, args.preset, args.presets_dir)  # a bad preset too
-    options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
-    items = load_data(args.benchmark, args.data, limit=args.limit, **options)  # read and checked before any model loads
-    if not items:
-        raise AttnPromptError(f"{args.benchmark}: no items to evaluate in {args.data}")
     judged = BENCHMARKS[args.benchmark].scorer.endswith("-judge")
     max_new = args.max_new_tokens or (512 if judged else 128)
     out = Path(args.out)
     cache = AnswerCache(out / "cache")
+    target: Any
     if args.endpoint:
         from .targets import OpenAIEndpointTarget
 
@@ -545,9 +557,37 @@ def _eval(args: argparse.Namespace) -> int:
 
         judge = OpenAIEndpointTarget(args.judge, base_url=args.judge_endpoint, api_key_env=args.api_key_env,
                                      max_concurrency=args.concurrency, cache=AnswerCache(out / "judge-cache"))
+    return target, judge
+
+
+def _benchmark_data(args: argparse.Namespace) -> tuple[dict, list]:
+    """The reader options and the items of ``eval`` / ``tune``, read and checked before any model loads."""
+    from .bench.benchmarks import BENCHMARKS
+    from .bench.datasets import load_data
+
+    if args.benchmark not in BENCHMARKS:
+        raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
+    items = load_data(args.benchmark, args.data, limit=args.limit, **options)
+    if not items:
+        raise AttnPromptError(f"{args.benchmark}: no items to evaluate in {args.data}")
+    return options, items
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .auxiliary.dispatch import DEFAULT_MODEL
+    from .bench.conditions import get_conditions
+    from .bench.presets import benchmark_preset
+    from .bench.run import evaluate, format_table
+
+    get_conditions(args.conditions)  # a typo fails before any work
+    for kind in ("clip", "lvlm"):
+        benchmark_preset(args.benchmark, kind, args.preset, args.presets_dir)  # a bad preset too
+    options, items = _benchmark_data(args)
+    target, judge = _target_and_judge(args)
+    out = Path(args.out)
     lvlm = args.aux_lvlm
     if lvlm is None and "lvlm" in args.conditions and not args.endpoint:
-        from .bench.presets import benchmark_preset
         from .prompter import Prompter
 
         chosen, _ = benchmark_preset(args.benchmark, "lvlm", args.preset, args.presets_dir)
@@ -561,6 +601,38 @@ def _eval(args: argparse.Namespace) -> int:
     if masks.get("computed") or masks.get("reused"):
         print(f"masks: {masks['computed']} computed, {masks['reused']} reused", file=sys.stderr)
     print(f"results: {out.resolve()}", file=sys.stderr)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .auxiliary.dispatch import DEFAULT_MODEL
+    from .bench.tune import format_tune_table, parse_grid, tune
+    from .prompter import Prompter
+
+    if args.examples < 0:
+        raise AttnPromptError("--examples must be 0 or more")
+    if args.quiet:
+        _quiet_loading()
+    from .bench.presets import benchmark_preset
+
+    kind = "lvlm" if args.aux_lvlm and not args.aux_clip else "clip"
+    base, _ = benchmark_preset(args.benchmark, kind, args.preset, args.presets_dir)  # eval's preset is the base
+    options, _ = _benchmark_data(args)
+    target, judge = _target_and_judge(args)
+    if kind == "lvlm":
+        shared = args.aux_lvlm == args.target and not args.endpoint
+        prompter = Prompter(args.aux_lvlm, kind="lvlm", preset=base, device=args.device,
+                            auxiliary=target.model if shared else None)
+    else:
+        prompter = Prompter(args.aux_clip or DEFAULT_MODEL, kind="clip", preset=base, device=args.device)
+    grid = parse_grid(args.grid, int(getattr(prompter.auxiliary, "num_layers", 0) or 0)) if args.grid else None
+    document = tune(args.benchmark, args.data, target, args.out, auxiliary=prompter, kind=kind, grid=grid,
+                    combine=not args.no_combine, judge=judge, limit=args.limit, data_options=options,
+                    batch_size=args.batch_size, examples=args.examples, progress=not args.quiet)
+    print(format_tune_table(document), end="")
+    out = Path(args.out).resolve()
+    print(f"chosen: {document['chosen']} -> {out / 'preset.json'} (use it with --preset {out / 'preset.json'})")
+    print(f"plots and examples: {out / 'index.html'}", file=sys.stderr)
     return 0
 
 
@@ -686,6 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _app(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "tune":
+            return _tune(args)
         if args.command == "report":
             return _report(args)
         parser.print_help()
