@@ -6,11 +6,7 @@ mask, so that a target vision-language model answers better.
 Public surface:
     annotate(images, queries, ...)   one call -> annotated PIL images
     Prompter(model, preset=...)      loads the auxiliary once; returns images, maps and masks
-    self_prompt(prompter, image, q)  one LVLM as auxiliary and target
     MaskConfig, PRESETS, get_preset  every knob, and the named presets as data
-
-The names are imported on first use (PEP 562), so ``import attnprompt`` and the command line's
-``--help`` do not load torch.
 """
 
 from __future__ import annotations
@@ -18,31 +14,31 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .config import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS, MaskConfig, get_preset
 from .errors import AttnPromptError
 
 if TYPE_CHECKING:
-    from .auxiliary.dispatch import DEFAULT_MODEL, load_auxiliary
+    from .auxiliary.dispatch import load_auxiliary
     from .auxiliary.protocol import ClipAuxiliary
-    from .config import DEFAULT_PRESET, PRESETS, MaskConfig, get_preset
     from .prompter import Annotation, Prompter, SelfPromptResult, annotate, self_prompt
 
 __version__ = "0.1.0"
 
-#: public name -> the module that defines it
+# Names that need torch are imported on first use, so that the command line answers --help and
+# bad input (an uncached model without hub access...) without paying torch's import time.
 _LAZY = {
-    "annotate": "prompter",
-    "Prompter": "prompter",
-    "Annotation": "prompter",
-    "self_prompt": "prompter",
-    "SelfPromptResult": "prompter",
-    "MaskConfig": "config",
-    "PRESETS": "config",
-    "DEFAULT_PRESET": "config",
-    "get_preset": "config",
-    "DEFAULT_MODEL": "auxiliary.dispatch",
-    "load_auxiliary": "auxiliary.dispatch",
-    "ClipAuxiliary": "auxiliary.protocol",
+    "annotate": ".prompter", "Prompter": ".prompter", "Annotation": ".prompter",
+    "self_prompt": ".prompter", "SelfPromptResult": ".prompter",
+    "ClipAuxiliary": ".auxiliary.protocol", "load_auxiliary": ".auxiliary.dispatch",
 }
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'attnprompt' has no attribute {name!r}")
 
 __all__ = [
     "annotate",
@@ -60,16 +56,3 @@ __all__ = [
     "AttnPromptError",
     "__version__",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'attnprompt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

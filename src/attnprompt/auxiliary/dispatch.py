@@ -15,7 +15,8 @@ import torch
 
 from ..errors import AttnPromptError
 from .devices import resolve_device, resolve_dtype
-from .hub import DEFAULT_MODEL, load_from_hub_or_dir, looks_like_path, shipped_model, substitute_model
+from ..config import DEFAULT_MODEL
+from .hub import load_from_hub_or_dir, looks_like_path, shipped_model, substitute_model
 from .families import FAMILIES, family_for
 from .protocol import Auxiliary
 from .registry import Registry
@@ -120,6 +121,8 @@ def _guess_backend(model: str, pretrained: str | None, model_config: object) -> 
         return "open_clip"
     if looks_like_path(model):
         return "hf"
+    if "/" in model and not model.rsplit("/", 1)[1][:1].isdigit():
+        return "hf"  # org/name is a hub id (open_clip spells only ViT-B/16-like names with a slash); no slow import
     from .clip_openclip import is_open_clip_name
 
     return "open_clip" if is_open_clip_name(model) else "hf"

@@ -11,6 +11,7 @@ The run folder holds everything needed to resume and to report::
     OUT/scores.json                 per condition: headline, per-category, official extras, units;
                                     paired bootstrap of each condition against the baseline
     OUT/table.md, OUT/table.csv     the table that is also printed
+    OUT/report.html                 every metric per condition, a chart with the CIs, the changed items
 
 A crash loses at most the batch in flight; rerunning the same command resumes.
 """
@@ -37,6 +38,7 @@ from .items import Item, Score
 from .masks import MaskCounts, make_masks
 from .metrics import category_name, headline_name, official_metrics
 from .presets import benchmark_preset
+from .report_html import write_report_html
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
@@ -299,6 +301,7 @@ def evaluate(
         result["comparisons"][name] = cmp
     atomic_write_text(root / "scores.json", json.dumps(result, indent=1) + "\n")
     write_table([result], root)
+    write_report_html(root, result, items, records, images, {c.name: c.mask for c in order})
     return result
 
 
