@@ -37,7 +37,7 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
 fi
 if [ "$mode" = test ]; then
   # lmms-eval too, so the plugin is tested against the real registry; its llava_hf imports decord.
-  "${pip[@]}" -e ".[open_clip,lvlm,api,lmms_eval,test]" decord
+  "${pip[@]}" -e ".[open_clip,lvlm,api,lmms_eval,ray,test]" decord
 else
   "${pip[@]}" -e ".[open_clip,lvlm,api]"
 fi
