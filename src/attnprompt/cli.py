@@ -14,9 +14,11 @@ if TYPE_CHECKING:
     from .jobs import JobSummary
     from .prompter import Prompter
 
-from .config import GEOMETRIES, INTERPOLATIONS, LVLM_PRESETS, PRESETS, REDUCTIONS, get_preset, parse_layers
+from .config import (GEOMETRIES, INTERPOLATIONS, LVLM_PRESETS, PRESETS, REDUCTIONS, get_preset, parse_key_values,
+                     parse_layers)
 from .errors import AttnPromptError
 from .outputs import IMAGE_FORMATS, ImageEncoding
+from .styles import STYLES
 
 EXAMPLES = """\
 examples:
@@ -135,11 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     ev.add_argument("--conditions", default="original,api-clip",
                     help="comma-separated: original, api-clip, api-lvlm, step-by-step, masked-hint, "
-                         "self-reflection, api-clip+self-reflection... (default: original,api-clip)")
+                         "self-reflection, api-clip+self-reflection...; a masked one takes a prompt style and "
+                         "mask settings after colons: api-clip:blur, api-lvlm:crop:margin=0.5, api-clip:kernel=1 "
+                         "(default: original,api-clip)")
     ev.add_argument("--aux-clip", default=None, help="CLIP auxiliary for api-clip conditions "
                     "(default: openai/clip-vit-large-patch14-336)")
     ev.add_argument("--aux-lvlm", default=None, help="LVLM auxiliary for api-lvlm conditions (default: the target)")
-    ev.add_argument("--preset", default=None, help="mask preset (default: the project default)")
+    ev.add_argument("--preset", default=None, metavar="NAME|FILE",
+                    help="mask preset: a name or a preset file (.json) (default: the model's own preset file, "
+                         "else the project default)")
     ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
     ev.add_argument("--judge", default=None, help="judge model for MM-Vet / LLaVA-Bench (e.g. gpt-4o-2024-08-06)")
     ev.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible base URL of the judge")
@@ -178,8 +184,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 def _mask_options(parser: argparse.ArgumentParser) -> None:
     mask = parser.add_argument_group("mask (each overrides the preset)")
-    mask.add_argument("--preset", default=None, choices=sorted(set(PRESETS) | set(LVLM_PRESETS)),
-                      help="named settings (default: default; 'official' reproduces the official code)")
+    mask.add_argument("--preset", default=None, metavar="NAME|FILE",
+                      help=f"named settings ({', '.join(sorted(set(PRESETS) | set(LVLM_PRESETS)))}) or a preset "
+                           "file (.json); default: the model folder's attnprompt_preset.json if it has one, else "
+                           "default ('official' reproduces the official code)")
     mask.add_argument("--layer", action="append", metavar="L",
                       help="block(s) for the map: 22, -2, a range 20..23 / -4..-1; repeatable")
     mask.add_argument("--comp-layer", type=int, help="CLIP: block after which the residual gives psi_comp")
@@ -189,8 +197,21 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
     mask.add_argument("--interpolation", type=str.lower, choices=INTERPOLATIONS, help="map resize filter")
     mask.add_argument("--gray", type=int, help="background level 0-255 that masked regions fade to")
     mask.add_argument("--geometry", type=str.lower, choices=GEOMETRIES,
-                      help="stretch (official), aligned (the grid lands where the model looked) or tiled (CLIP: "
-                           "native-scale crops stitched, one forward per crop)")
+                      help="stretch (official), aligned (the grid lands where the model looked), tiled (CLIP: "
+                           "native-scale crops stitched, one forward per crop) or auto (aligned up to 5:4, tiled "
+                           "beyond; aligned for an LVLM)")
+    mask.add_argument("--kernel-grid", type=int, metavar="N",
+                      help="the grid side --kernel is defined for; rescaled to the map's grid (default presets: 24)")
+    mask.add_argument("--no-kernel-grid", action="store_true", help="--kernel tokens on any grid (official)")
+    mask.add_argument("--strict-order", dest="strict_order", action="store_true", default=None,
+                      help="enhance and final normalisation keep the raw map's order (no saturated ties)")
+    mask.add_argument("--no-strict-order", dest="strict_order", action="store_false",
+                      help="the official enhance (saturates into ties)")
+    mask.add_argument("--style", type=str.lower, metavar="STYLE",
+                      help=f"prompt style: {', '.join(STYLES)} (default: alpha, the official blend)")
+    mask.add_argument("--style-param", action="append", metavar="KEY=VALUE", default=None,
+                      help="a style parameter, e.g. floor=0.3, margin=0.5, radius=0.05; repeatable "
+                           "(see 'attnprompt presets')")
     mask.add_argument("--reduction", type=str.lower, choices=REDUCTIONS,
                       help="LVLM: official (softmax over the image span) or paper (attention weights)")
     mask.add_argument("--max-new-tokens", type=int, help="LVLM: length of the auxiliary answer (official: 20)")
@@ -205,13 +226,23 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
     }
     if args.highlight is not None:
         overrides["highlight"] = args.highlight
+    if args.no_kernel_grid:
+        overrides["kernel_grid"] = None
+    elif args.kernel_grid is not None:
+        overrides["kernel_grid"] = args.kernel_grid
+    if args.strict_order is not None:
+        overrides["strict_order"] = args.strict_order
+    if args.style is not None:
+        overrides["style"] = args.style
+    if args.style_param:
+        overrides["style_params"] = parse_key_values(args.style_param, "--style-param")
     if args.layer:
         overrides["layers"] = parse_layers(args.layer)
     if args.no_comp:
         overrides["comp_layer"] = None
     elif args.comp_layer is not None:
         overrides["comp_layer"] = args.comp_layer
-    return {k: v for k, v in overrides.items() if v is not None or k == "comp_layer"}
+    return {k: v for k, v in overrides.items() if v is not None or k in ("comp_layer", "kernel_grid")}
 
 
 def _load_prompter(args: argparse.Namespace) -> "Prompter":
@@ -265,6 +296,12 @@ def _annotate(args: argparse.Namespace) -> int:
         [result] = prompter.annotate([args.image], [args.query])
         atomic_save_image(result.render(args.format), output)
         print(output)
+        for n, extra in enumerate((result.images or [])[1:], start=2):  # e.g. vicrop's crop
+            extra_path = output.with_name(f"{output.stem}_{n}{output.suffix}")
+            atomic_save_image(extra, extra_path)
+            print(extra_path)
+        if result.boxes:
+            print("boxes: " + " ".join(",".join(str(v) for v in b) for b in result.boxes))
         if result.answer is not None:
             print(f"auxiliary answer: {result.answer}")
         if args.save_maps:
@@ -401,10 +438,20 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _presets() -> int:
+    from .geometry import AUTO_MAX_ASPECT, auto_forwards
+
     for kind, table in (("clip", PRESETS), ("lvlm", LVLM_PRESETS)):
         for name, cfg in table.items():
             settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
             print(f"{kind:4s} {name:12s} {settings}")
+    print(f"\ngeometry auto (CLIP): aligned up to {AUTO_MAX_ASPECT:g}:1 (5:4), tiled beyond; CLIP forwards per image:")
+    print("  " + ", ".join(f"{label} {auto_forwards(a)}" for label, a in (
+        ("1:1", 1.0), ("5:4", 1.25), ("4:3", 4 / 3), ("3:2", 1.5), ("16:9", 16 / 9), ("2:1", 2.0), ("3:1", 3.0))))
+    print("\nstyles (--style NAME, --style-param KEY=VALUE):")
+    for style in STYLES.values():
+        params = ", ".join(f"{k}={p.default}" for k, p in style.params.items()) or "no parameters"
+        print(f"  {style.name:8s} {style.description} [{params}]")
+    print("\na model folder's attnprompt_preset.json is what 'default' means for that model")
     return 0
 
 

@@ -13,6 +13,11 @@ coordinates: the map is resized onto the frame and the original image is cut out
   token map; the maps are stitched onto one grid over the whole image (:class:`Tile` records where
   each crop's grid lands) before any normalisation, so all crops share one min-max. Cost: one
   forward per crop (3 for a 2:1 image with the default half-crop overlap; 1 for a square one).
+- ``auto`` (the CLIP default): ``aligned`` while the long side is at most :data:`AUTO_MAX_ASPECT`
+  (5:4) times the short side, ``tiled`` beyond. Letterboxing costs a CLIP resolution on the short
+  side in proportion to the aspect (a 5:4 image keeps 80% of it), while tiles keep the native
+  scale for the price of extra forwards (:func:`auto_forwards`: 1 up to 5:4, 2 for 4:3 and 3:2,
+  3 for 16:9 and 2:1, 5 for 3:1).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from PIL import Image
 
 from .errors import AttnPromptError
 
-__all__ = ["View", "Tile", "SquareResize", "make_view", "letterbox", "letterbox_resized", "make_tiled_view", "tile_offsets", "place_mask", "mean_color", "PIL_FILTERS", "OPENAI_MEAN", "OPENAI_STD"]
+__all__ = ["View", "Tile", "SquareResize", "AUTO_MAX_ASPECT", "resolve_geometry", "auto_forwards", "make_view",
+           "letterbox", "letterbox_resized", "make_tiled_view", "tile_offsets", "place_mask", "mean_color",
+           "PIL_FILTERS", "OPENAI_MEAN", "OPENAI_STD"]
 
 # The normalisation of OpenAI's CLIP preprocessing, which LLaVA and most CLIPs reuse.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -37,6 +44,26 @@ def mean_color(mean: "Sequence[float] | None" = None) -> tuple[int, int, int]:
     """A processor's mean colour in 0-255 (OpenAI's when unknown): padding that normalises to ~0."""
     r, g, b = (int(round(m * 255)) for m in (mean or OPENAI_MEAN))
     return r, g, b
+
+AUTO_MAX_ASPECT = 1.25
+"""``geometry="auto"`` letterboxes images up to this aspect ratio (long / short side) and tiles
+longer ones: beyond 5:4 letterboxing gives up more than a fifth of the model's resolution."""
+
+
+def resolve_geometry(geometry: str, size: tuple[int, int]) -> str:
+    """The geometry a CLIP uses for an image of ``size = (width, height)``: ``auto`` resolved."""
+    if geometry != "auto":
+        return geometry
+    w, h = size
+    return "aligned" if max(w, h) <= AUTO_MAX_ASPECT * min(w, h) else "tiled"
+
+
+def auto_forwards(aspect: float, grid: int = 24, overlap: float = 0.5) -> int:
+    """CLIP forwards per image under ``auto`` for a long / short side ratio ``aspect`` (>= 1)."""
+    if aspect <= AUTO_MAX_ASPECT:
+        return 1
+    return len(tile_offsets(math.ceil(grid * aspect - 1e-6), grid, overlap))
+
 
 PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -106,8 +133,8 @@ def make_view(image: Image.Image, geometry: str, pad_color: tuple[int, int, int]
         if resize is not None:
             return View(image=letterbox_resized(image, resize[0], resize[1], pad_color), frame_size=(side, side), box=box)
         return View(image=letterbox(image, pad_color), frame_size=(side, side), box=box)
-    if geometry == "tiled":
-        raise AttnPromptError("the tiled geometry needs the model's input and grid size: use make_tiled_view")
+    if geometry in ("tiled", "auto"):
+        raise AttnPromptError(f"the {geometry} geometry needs the model's input and grid size: use make_tiled_view")
     raise AttnPromptError(f"unknown geometry {geometry!r}")
 
 

@@ -104,7 +104,15 @@ def annotation_extras(annotation: Annotation | None, kind: str) -> dict[str, Any
     boxes = getattr(annotation, "boxes", None)
     if boxes is not None:
         extra["boxes"] = [list(map(int, b)) for b in boxes]
+    if annotation is not None and annotation.config.style != "alpha":
+        extra["style"] = annotation.config.style
     return extra
+
+
+def extra_output_names(annotation: Annotation | None, stem: str, encoding: ImageEncoding) -> list[str]:
+    """File names of a style's further prompt images (vicrop's crop): ``<stem>_2.png``..."""
+    count = len(annotation.images or []) if annotation is not None else 0
+    return [f"{stem}_{n}{encoding.suffix}" for n in range(2, count + 1)]
 
 
 def encode_outputs(annotation: Annotation, stem: str, format: str, encoding: ImageEncoding,
@@ -255,8 +263,11 @@ def run_manifest(
 
         def record(row: ManifestRow, status: str, output: str | None = None, maps: str | None = None,
                    error: str | None = None, annotation: Annotation | None = None) -> None:
+            extras = annotation_extras(annotation, prompter.kind)
+            if status == "ok" and extra_output_names(annotation, safe_stem(row.id), encoding):
+                extras["extra_outputs"] = extra_output_names(annotation, safe_stem(row.id), encoding)
             folder.record(make_record(row, key_of[id(row)], status, output=output, maps=maps, error=error,
-                                      **annotation_extras(annotation, prompter.kind)))
+                                      **extras))
             with counts:
                 if status == "ok":
                     summary.done += 1
@@ -270,6 +281,9 @@ def run_manifest(
             annotation = prompter.finish(image, row.question, view, attribution)
             name, data, maps_name, maps_data = encode_outputs(annotation, safe_stem(row.id), format, encoding,
                                                               save_map_files)
+            for extra_name, extra_image in zip(extra_output_names(annotation, safe_stem(row.id), encoding),
+                                               (annotation.images or [])[1:]):
+                folder.write(extra_name, encoding.encode(extra_image))  # before the record that names it
             folder.write(name, data)
             if maps_name and maps_data is not None:
                 folder.write(maps_name, maps_data)

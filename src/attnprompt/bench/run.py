@@ -17,6 +17,7 @@ A crash loses at most the batch in flight; rerunning the same command resumes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from PIL import Image
 
 from ..errors import AttnPromptError
+from ..styles import STYLES
 from ..io import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
 from .conditions import Condition, get_conditions
 from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
@@ -69,6 +71,15 @@ def _check_run(out: Path, settings: dict[str, Any]) -> None:
         settings = {**old, **settings, "conditions": list(dict.fromkeys([*old.get("conditions", []),
                                                                           *settings["conditions"]]))}
     atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+
+
+def _settings_slug(settings: tuple[tuple[str, Any], ...]) -> str:
+    """A short, readable folder suffix for a condition's mask settings (plus a digest: unique)."""
+    if not settings:
+        return ""
+    text = ",".join(f"{k}={v}" for k, v in settings)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return "-" + "-".join(str(v) if k == "style" else f"{k}{v}" for k, v in settings)[:40] + "-" + digest
 
 
 def make_masks(
@@ -211,14 +222,22 @@ def evaluate(
                       "limit": limit, "preset": preset,
                       "auxiliary": {m: _model_name(auxiliaries[m]) for m in sorted(masks_needed)}})
 
-    images: dict[str | None, Mapping[str, str | Exception]] = {None: {}}
+    images: dict[Any, Mapping[str, str | Exception]] = {None: {}}
     for m in sorted(masks_needed):
         aux = auxiliaries[m]
         prompter = aux if isinstance(aux, Prompter) else Prompter(str(aux), kind=m, preset=preset)
-        name = safe_stem(f"{m}-{_model_name(aux)}-{preset or 'default'}")
-        folder = Path(masks_dir) / name if masks_dir else root / "masks" / name
-        _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
-        images[m] = make_masks(items, prompter, folder, batch_size=batch_size, progress=progress)
+        # one set of prompt images per distinct mask setting (api-clip, api-clip:blur, ...)
+        for settings in dict.fromkeys(c.settings for c in conds if c.mask == m):
+            variant = prompter
+            if settings:
+                variant = Prompter(auxiliary=prompter.auxiliary, preset=prompter.config, **dict(settings))
+            if STYLES[variant.config.style].images > 1 and not getattr(target, "multi_image", False):
+                raise AttnPromptError(f"style {variant.config.style} gives {STYLES[variant.config.style].images} "
+                                      f"images per question; target {target.name} takes one")
+            name = safe_stem(f"{m}-{_model_name(aux)}-{preset or 'default'}" + _settings_slug(settings))
+            folder = Path(masks_dir) / name if masks_dir else root / "masks" / name
+            _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
+            images[(m, settings)] = make_masks(items, variant, folder, batch_size=batch_size, progress=progress)
 
     records: dict[str, dict[str, dict[str, Any]]] = {}
     order = ([get_conditions("original")[0]] if any(c.reflects for c in conds) and "original" not in names else []) + [
@@ -227,7 +246,8 @@ def evaluate(
         previous = None
         if c.reflects:
             previous = {k: r["answer"] for k, r in records["original"].items()}
-        records[c.name] = _answer_condition(c, items, target, images[c.mask], previous,
+        records[c.name] = _answer_condition(c, items, target, images[(c.mask, c.settings) if c.mask else None],
+                                            previous,
                                             root / "answers" / f"{safe_stem(c.name)}.jsonl",
                                             chunk=max(1, batch_size) * 4, progress=progress)
 
