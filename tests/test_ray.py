@@ -163,3 +163,23 @@ def test_a_killed_ray_run_resumes(cluster, tmp_path, tiny_clip_dir):
     assert [r["id"] for r in recs] == [f"k{i}" for i in range(8)] and all(r["status"] == "ok" for r in recs)
     assert {n: t for n, t in ((p.name, p.stat().st_mtime_ns) for p in out.glob("k*.png")) if n in stamps} == stamps
     assert not list(out.glob(".*.tmp"))
+
+
+def test_lvlm_answers_reach_the_ray_records(cluster, tmp_path):
+    from attnprompt.testing_lvlm import make_tiny_llava_dir
+
+    model = make_tiny_llava_dir(tmp_path / "llava", seed=1)
+    rng = np.random.default_rng(6)
+    rows = []
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(tmp_path / f"v{i}.png")
+        rows.append({"id": f"v{i}", "image": f"v{i}.png", "question": "what color is it?"})
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    local_reference(manifest, tmp_path / "local", model)
+    argv = ["annotate", "--manifest", str(manifest), "--out-dir", str(tmp_path / "ray"), "--model", str(model),
+            "--device", "cpu", "--quiet", "--engine", "ray", "--batch-size", "2"]
+    assert main(argv) == 0
+    local, remote = records(tmp_path / "local"), records(tmp_path / "ray")
+    assert all(r["answer"] for r in remote) and remote == local
+    assert files(tmp_path / "ray") == files(tmp_path / "local")
