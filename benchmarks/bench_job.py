@@ -14,8 +14,9 @@ JPEG photos-like images are written once, then each arm runs in its own fresh pr
 * **ray-1**, **ray-2**: the same with ``--engine ray --workers N`` on a local Ray cluster the
   process starts (Ray's start-up included; each actor gets ``threads / N`` CPUs).
 
-Every arm uses ``--threads`` torch threads in all (default 2). Printed: wall seconds,
-images per second and the ratio of wall time to the floor's. Always exits 0.
+Every arm uses ``--threads`` torch threads in all (default 2). With ``--rounds N`` the floor and
+the arms alternate N times. Printed: the median wall seconds, images per second and the median
+over rounds of the ratio of wall time to that round's floor. Always exits 0.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,11 +125,13 @@ def main() -> None:
     parser.add_argument("--lvlm-images", type=int, default=16, help="images per LVLM set (default 16)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate floor and arms this many times; medians")
     parser.add_argument("--work", default=None, help="keep models and images here (default: a temporary folder)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_job_"))
     models = make_models(work / "models")
     print(f"# bench_job: batch {args.batch_size}, {args.threads} threads, CPU, {os.cpu_count()} cores; work {work}")
+    print(f"# rounds {args.rounds}; wall s and x floor are medians over rounds")
     print("| path | size | images | arm | wall s | images/s | x floor |")
     print("|---|---|---|---|---|---|---|")
     for path in args.paths.split(","):
@@ -135,14 +139,25 @@ def main() -> None:
             w, h = (int(v) for v in size.split("x"))
             count = args.images if path == "clip" else args.lvlm_images
             manifest = make_images(work / f"images_{size}_{count}", (w, h), count)
-            base = None
-            for arm in ["floor", *args.engines.split(",")]:
-                wall = run_arm(arm, models[path], manifest, work / f"out_{path}_{size}_{arm}", args.batch_size,
-                               args.threads)
-                if wall is None:
+            arms = ["floor", *args.engines.split(",")]
+            walls: dict[str, list[float]] = {arm: [] for arm in arms}
+            ratios: dict[str, list[float]] = {arm: [] for arm in arms}
+            for _ in range(args.rounds):  # floor and arms alternate, so slow spells hit both
+                floor_wall = None
+                for arm in arms:
+                    wall = run_arm(arm, models[path], manifest, work / f"out_{path}_{size}_{arm}", args.batch_size,
+                                   args.threads)
+                    if wall is None:
+                        continue
+                    floor_wall = wall if arm == "floor" else floor_wall
+                    walls[arm].append(wall)
+                    if floor_wall:
+                        ratios[arm].append(wall / floor_wall)
+            for arm in arms:
+                if not walls[arm]:
                     continue
-                base = wall if arm == "floor" else base
-                ratio = f"{wall / base:.2f}" if base else "-"
+                wall = statistics.median(walls[arm])
+                ratio = f"{statistics.median(ratios[arm]):.2f}" if ratios[arm] else "-"
                 print(f"| {path} | {size} | {count} | {arm} | {wall:.1f} | {count / wall:.2f} | {ratio} |", flush=True)
 
 

@@ -165,6 +165,7 @@ class Annotator:
             out["answer"][i] = extras.get("answer")
             out["boxes"][i] = json.dumps(extras["boxes"]) if "boxes" in extras else None
         result = {k: v for k, v in batch.items() if k != "image"}
+        result["id"] = _column(ids)  # read_images' rows are named by their path
         result.update({k: _column(v) for k, v in out.items()})
         if self.prompter.kind != "lvlm" and all(a is None for a in out["answer"]):
             del result["answer"]
