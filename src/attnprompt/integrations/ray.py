@@ -10,7 +10,7 @@ The pieces, usable on their own with any ``ray.data.Dataset``:
   ``status`` / ``error`` per row (plus ``answer`` for an LVLM and ``boxes`` for box styles).
   Other columns pass through; ``image`` is dropped.
 - :func:`read_table`: parquet or JSON Lines with image paths or bytes; :func:`dataset_from_rows`:
-  the project's manifests (the rows :func:`attnprompt.io.read_manifest` returns).
+  the project's manifests (the rows :func:`attnprompt.files.read_manifest` returns).
 - :func:`write_results`: writes a result dataset into an output folder exactly as the local job
   does (same files, same records, one record per id, the same lock), streaming, row by row.
 - :func:`run_manifest_ray`: all of it for a manifest, with the local job's resume.
@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import AttnPromptError
-from ..io import ManifestRow, load_image, safe_stem
+from ..files import ManifestRow, load_image, safe_stem
 from ..jobs import (ROW_ERRORS, JobSummary, annotate_rows, annotation_extras, encode_outputs, make_record, message,
                     row_keys)
 from ..outputs import ImageEncoding, OutputFolder, RecordKey
