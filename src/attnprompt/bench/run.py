@@ -31,7 +31,7 @@ from ..errors import ROW_ERRORS, AttnPromptError
 from ..files import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
 from ..progress import progress_bar
 from ..styles import STYLES
-from .benchmarks import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
+from .benchmarks import BENCHMARKS, load_benchmark
 from .conditions import Condition, get_conditions
 from .items import Item, Score
 from .stats import paired_bootstrap
@@ -45,15 +45,6 @@ class Target(Protocol):
     name: str
 
     def answer(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[str]: ...
-
-
-def _query(item: Item) -> str:
-    """The question without the benchmark's answer-format instruction (the auxiliary's query)."""
-    text = item.question
-    for suffix in (VIZWIZ_SUFFIX, SHORT_ANSWER_SUFFIX, MULTIPLE_CHOICE_SUFFIX):
-        if text.endswith(suffix):
-            return text[: -len(suffix)].strip()
-    return text.strip()
 
 
 def _check_run(out: Path, settings: dict[str, Any]) -> None:
@@ -92,7 +83,7 @@ def make_masks(
     """Annotated images for every item through the core's manifest job; ``{id: path | error}``."""
     from ..jobs import OUTPUT_MANIFEST, run_manifest
 
-    rows = [ManifestRow(id=it.id, image=it.image, question=_query(it), line=i + 1) for i, it in enumerate(items)]
+    rows = [ManifestRow(id=it.id, image=it.image, question=it.query.strip(), line=i + 1) for i, it in enumerate(items)]
     run_manifest(prompter, rows, folder, batch_size=batch_size, progress=progress)
     out: dict[str, str | Exception] = {}
     for rec in read_jsonl_tolerant(Path(folder) / OUTPUT_MANIFEST):

@@ -36,7 +36,7 @@ def pope_item(split: str, qid: str, question: str, label: Any, image: Path, suff
     ans = label.strip().lower() if isinstance(label, str) else None
     if ans not in ("yes", "no"):
         raise BadRow(f"label must be 'yes' or 'no', got {label!r}")
-    return Item(id=f"{split}-{qid}", image=str(image), question=question + suffix, answers=(ans,), category=split)
+    return Item.asking(f"{split}-{qid}", str(image), question, suffix, (ans,), category=split)
 
 
 def read_pope(
