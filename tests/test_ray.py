@@ -61,14 +61,15 @@ def make_inputs(folder: Path, n: int = 4) -> Path:
     return manifest
 
 
-def local_reference(manifest: Path, out: Path, model: Path, **kwargs) -> None:
+def local_reference(manifest: Path, out: Path, model: Path, settings: dict | None = None, **kwargs) -> None:
     """The local job at one torch thread: what a Ray actor with one CPU computes."""
     from attnprompt import Prompter
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_manifest(Prompter(str(model), device="cpu"), manifest, out, progress=False, batch_size=2, **kwargs)
+        prompter = Prompter(str(model), device="cpu", **(settings or {}))
+        run_manifest(prompter, manifest, out, progress=False, batch_size=2, **kwargs)
     finally:
         torch.set_num_threads(threads)
 
@@ -180,7 +181,7 @@ def test_a_killed_ray_run_resumes(cluster, tmp_path, tiny_clip_dir):
     assert not list(out.glob(".*.tmp"))
 
 
-def test_lvlm_answers_reach_the_ray_records(cluster, tmp_path):
+def test_lvlm_answers_and_a_two_image_style_reach_the_ray_outputs(cluster, tmp_path):
     from attnprompt.testing_lvlm import make_tiny_llava_dir
 
     model = make_tiny_llava_dir(tmp_path / "llava", seed=1)
@@ -191,10 +192,10 @@ def test_lvlm_answers_reach_the_ray_records(cluster, tmp_path):
         rows.append({"id": f"v{i}", "image": f"v{i}.png", "question": "what color is it?"})
     manifest = tmp_path / "rows.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    local_reference(manifest, tmp_path / "local", model)
+    local_reference(manifest, tmp_path / "local", model, {"style": "vicrop"})
     argv = ["annotate", "--manifest", str(manifest), "--out-dir", str(tmp_path / "ray"), "--model", str(model),
-            "--device", "cpu", "--quiet", "--engine", "ray", "--batch-size", "2"]
+            "--device", "cpu", "--quiet", "--engine", "ray", "--batch-size", "2", "--style", "vicrop"]
     assert main(argv) == 0
     local, remote = records(tmp_path / "local"), records(tmp_path / "ray")
-    assert all(r["answer"] for r in remote) and remote == local
+    assert all(r["answer"] and r["style"] == "vicrop" and r["extra_outputs"] for r in remote) and remote == local
     assert files(tmp_path / "ray") == files(tmp_path / "local")

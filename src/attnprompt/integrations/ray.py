@@ -131,10 +131,12 @@ class Annotator:
         errors = [_text(e) or None for e in batch["error"]] if "error" in batch else [None] * n
         rows = [ManifestRow(ids[i], "", questions[i], i + 1, errors[i]) for i in range(n)]
         out: dict[str, list[Any]] = {k: [None] * n for k in ("annotated", "output_suffix", "maps", "status", "error",
-                                                          "answer", "boxes")}
+                                                          "answer", "boxes", "record_extras")}
+        out["extra_annotated"] = [[] for _ in range(n)]  # a style's further prompt images (vicrop's crop)
 
         def fail(i: int, error: str) -> None:
             out["status"][i], out["error"][i] = "error", error
+            out["record_extras"][i] = json.dumps(annotation_extras(None, self.prompter.kind))
 
         ready = []
         index = {}
@@ -161,9 +163,11 @@ class Annotator:
                 continue
             extras = annotation_extras(annotation, self.prompter.kind)
             out["annotated"][i], out["maps"][i], out["status"][i] = data, maps, "ok"
+            out["extra_annotated"][i] = [self.encoding.encode(im) for im in (annotation.images or [])[1:]]
             out["output_suffix"][i] = self.encoding.suffix
             out["answer"][i] = extras.get("answer")
             out["boxes"][i] = json.dumps(extras["boxes"]) if "boxes" in extras else None
+            out["record_extras"][i] = json.dumps(extras)  # every record field the local job adds
         result = {k: v for k, v in batch.items() if k != "image"}
         result["id"] = _column(ids)  # read_images' rows are named by their path
         result.update({k: _column(v) for k, v in out.items()})
@@ -185,6 +189,11 @@ def _cell(value: Any) -> Any:
     if isinstance(value, np.str_):
         return str(value)
     return value
+
+
+def _items(value: Any) -> list[Any]:
+    """A list cell (a list, an array, or null) as a Python list."""
+    return [] if _cell(value) is None else list(value)
 
 
 def read_table(path: str | os.PathLike[str], **kwargs: Any) -> Any:
@@ -247,18 +256,21 @@ def write_results(results: Iterable[Mapping[str, Any]], folder: OutputFolder, *,
                 row = ManifestRow(_text(batch["id"][i]), _text(batch.get("source", batch.get("path", [""] * n))[i]),
                                   _text(batch.get("question", [""] * n)[i]), int(batch.get("line", [0] * n)[i] or 0))
                 key = ("id", row.id) if row.id else ("line", str(row.line))
-            extra: dict[str, Any] = {}
-            if "answer" in batch:  # an LVLM auxiliary's own answer
-                extra["answer"] = _cell(batch["answer"][i])
-            boxes = _cell(batch["boxes"][i]) if "boxes" in batch else None
-            if isinstance(boxes, str):
-                extra["boxes"] = json.loads(boxes)
+            extras = _cell(batch["record_extras"][i]) if "record_extras" in batch else None
+            extra: dict[str, Any] = json.loads(extras) if isinstance(extras, str) else {}
             status, error = _text(batch["status"][i]), _cell(batch["error"][i])
             output = maps = None
             if status == "ok":
                 stem = safe_stem(row.id)
-                output = f"{stem}{_text(batch['output_suffix'][i])}"
+                suffix = _text(batch["output_suffix"][i])
+                output = f"{stem}{suffix}"
+                further = _items(batch["extra_annotated"][i]) if "extra_annotated" in batch else []
+                names = [f"{stem}_{n}{suffix}" for n in range(2, len(further) + 2)]
+                if names:
+                    extra["extra_outputs"] = names
                 try:
+                    for name, data in zip(names, further):
+                        folder.write(name, bytes(data))  # before the record that names it
                     folder.write(output, bytes(batch["annotated"][i]))
                     if save_maps and _cell(batch["maps"][i]) is not None:
                         maps = f"maps/{stem}.npz"
@@ -297,7 +309,7 @@ def run_manifest_ray(
     Joins the Ray cluster at ``address`` (or the one already initialised in this process, or a
     new local one). Outputs are written by this process, so ``out_dir`` need not be shared storage.
     """
-    from ..jobs import _progress
+    from ..progress import progress_bar
 
     ray = _ray()
     encoding = encoding or ImageEncoding()
@@ -328,7 +340,7 @@ def run_manifest_ray(
             Annotator, fn_constructor_kwargs=dict(options=options, format=format, encoding=encoding,
                                                   save_maps=save_map_files),
             concurrency=workers, batch_size=batch_size, batch_format="numpy", **resources)
-        bar = _progress(sum(1 for i in todo if not rows[i].error), progress)
+        bar = progress_bar(sum(1 for i in todo if not rows[i].error), desc="annotate", unit="img", enabled=progress)
         try:
             batches = ds.iter_batches(batch_size=None, batch_format="numpy")
             write_results(batches, folder, rows=rows, keys=keys, save_maps=save_map_files, summary=summary,
