@@ -103,7 +103,8 @@ def test_pope_end_to_end_exact_scores(pope, tmp_path, tiny_clip_dir):
         "Your previous answer is Yes, there is. Evaluate the quality" in records[0]["prompt"]
     # masks made once by the core's manifest job, named by item id, reused by every condition
     [mask_dir] = list((out / "masks").iterdir())
-    assert mask_dir.name == f"clip-{tiny_clip_dir.name}-default"  # a local folder is named by its own name
+    # a local folder is named by its own name, then a hash of the auxiliary's identity and settings
+    assert mask_dir.name.startswith(f"clip-{tiny_clip_dir.name}-default-")
     assert len(list(mask_dir.glob("*.png"))) == 5 and (mask_dir / "manifest.jsonl").is_file()
     # report files
     assert (out / "scores.json").is_file() and (out / "table.csv").read_text().startswith("target,condition,pope")

@@ -47,7 +47,8 @@ examples:
   # self-prompting: the same LVLM answers on the original, then on its own annotated image
   attnprompt self-prompt photo.jpg -q "What is written on the sign?" --model llava-hf/llava-1.5-7b-hf
 
-exit status: 0 all done, 1 some manifest rows failed (see the output manifest), 2 bad input.
+exit status: 0 all done, 1 some manifest rows or eval items failed (see the output manifest or the
+run's answers), 2 bad input.
 """
 
 
@@ -230,6 +231,8 @@ def _annotate(args: argparse.Namespace) -> int:
         raise AttnPromptError("--query is required with an IMAGE")
     if args.manifest and not args.out_dir:
         raise AttnPromptError("--out-dir is required with --manifest")
+    if args.out_dir and os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise AttnPromptError(f"--out-dir {args.out_dir}: exists and is not a folder")
     rows = read_manifest(args.manifest) if args.manifest else None  # fail fast, before loading a model
     prompter = _load_prompter(args)
     if single:
@@ -300,8 +303,12 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.benchmark not in BENCHMARKS:
         raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    for option, value in (("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens),
+                          ("--concurrency", args.concurrency), ("--limit", args.limit)):
+        if value is not None and value < 1:  # checked before any model is loaded
+            raise AttnPromptError(f"{option} must be at least 1, got {value}")
     judged = BENCHMARKS[args.benchmark].scorer.endswith("-judge")
-    max_new = args.max_new_tokens or (512 if judged else 128)
+    max_new = args.max_new_tokens if args.max_new_tokens is not None else (512 if judged else 128)
     out = Path(args.out)
     cache = AnswerCache(out / "cache")
     if args.endpoint:
@@ -327,9 +334,14 @@ def _eval(args: argparse.Namespace) -> int:
         lvlm = Prompter(args.target, kind="lvlm", preset=args.preset, auxiliary=target.model)  # shares the weights
     result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
                       lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, judge=judge, limit=args.limit,
-                      batch_size=args.batch_size, progress=not args.quiet)
+                      batch_size=args.batch_size, progress=not args.quiet, device=args.device, dtype=args.dtype)
     print(format_table([result]), end="")
     print(f"results: {out.resolve()}", file=sys.stderr)
+    failed = {name: c["errors"] for name, c in result["conditions"].items() if c.get("errors")}
+    if failed:  # exit 1, as annotate does when rows fail: the scores cover only the answered items
+        shown = ", ".join(f"{name}: {n} of {result['n_items']}" for name, n in failed.items())
+        print(f"some items failed ({shown}); see {out / 'answers'}; rerun to retry them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -41,6 +41,10 @@ __all__ = [
     "atomic_save_image",
     "append_jsonl",
     "read_jsonl_tolerant",
+    "JSONError",
+    "load_json",
+    "unicode_problem",
+    "confined_path",
 ]
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -54,6 +58,69 @@ MAX_PIXELS: int = 178_956_970
 
 class ImageLoadError(AttnPromptError):
     """An image could not be loaded; the message names the file (or array) and the reason."""
+
+
+class JSONError(AttnPromptError):
+    """Text that is not usable JSON; :attr:`reason` is the cause without the file's name."""
+
+    def __init__(self, what: str | None, reason: str):
+        super().__init__(f"{what}: {reason}" if what else reason)
+        self.reason = reason
+
+
+def load_json(data: bytes | str, what: str | None = None) -> Any:
+    """``json.loads`` whose every failure is one :class:`JSONError` line, never a traceback.
+
+    Every JSON file or line the package reads (manifests, run folders, answer caches,
+    benchmark files) goes through here: besides syntax errors this covers bytes that are not
+    UTF-8 and input nested so deeply that the decoder overflows the stack (``RecursionError``).
+    ``what`` (a file, a file and line) starts the message.
+    """
+    try:
+        text = data.decode("utf-8-sig") if isinstance(data, (bytes, bytearray)) else data
+    except UnicodeDecodeError as exc:
+        raise JSONError(what, f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JSONError(what, f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise JSONError(what, "invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer with too many digits
+        raise JSONError(what, _one_line(f"invalid JSON ({exc})")) from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 (a lone surrogate: a ``\\ud800`` JSON escape, or a
+    non-UTF-8 byte in a command-line argument), or ``None`` when it is fine."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (f"not valid Unicode: lone surrogate {ascii(found.group())} at character {found.start()} "
+            "(a non-UTF-8 byte or a broken \\u escape)")
+
+
+def confined_path(folder: StrPath, name: object) -> Path:
+    """``folder / name`` for a relative ``name`` read from a file inside ``folder``.
+
+    Run folders (a masks folder's manifest, a job's output manifest) name their own files; a
+    name that is absolute, climbs out with ``..`` or leaves through a symlink could point the
+    reader at any file on the machine, so it is refused.
+
+    Raises:
+        AttnPromptError: ``name`` is not a string or does not stay inside ``folder``.
+    """
+    if not isinstance(name, str) or not name or "\0" in name or unicode_problem(name):
+        raise AttnPromptError(f"{os.fsdecode(os.fspath(folder))}: bad file name {name!r:.80} in its manifest")
+    root = Path(folder).resolve()
+    path = (root / name).resolve()
+    if os.path.isabs(name) or (path != root and root not in path.parents):
+        raise AttnPromptError(
+            f"{os.fsdecode(os.fspath(folder))}: its manifest names {name!r:.80}, outside the folder; refused")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +409,8 @@ def _row_from_object(obj: Any, base: str, line: int) -> ManifestRow:
             item_id = str(raw_id)
             if not item_id:
                 problems.append("empty 'id'")
+            # An id with a lone surrogate stays usable: output names come from safe_stem and
+            # records are written with JSON escapes (see append_jsonl).
         else:
             problems.append(f"'id' must be a string or integer, got {_json_type(raw_id)}")
 
@@ -352,6 +421,8 @@ def _row_from_object(obj: Any, base: str, line: int) -> ManifestRow:
             problems.append(f"'image' must be a string, got {_json_type(raw_image)}")
         elif not raw_image:
             problems.append("empty 'image'")
+        elif unicode_problem(raw_image):
+            problems.append(f"'image' is {unicode_problem(raw_image)}")
         else:
             image = _resolve_image(base, raw_image)
 
@@ -360,6 +431,11 @@ def _row_from_object(obj: Any, base: str, line: int) -> ManifestRow:
         raw_question = obj["question"]
         if isinstance(raw_question, str):
             question = raw_question
+            if not question.strip():
+                problems.append("empty 'question'")
+            elif unicode_problem(question):
+                # A tokenizer would fail on it outside the per-row errors and lose the batch.
+                problems.append(f"'question' is {unicode_problem(question)}")
         else:
             problems.append(f"'question' must be a string, got {_json_type(raw_question)}")
 
@@ -381,12 +457,9 @@ def _read_jsonl_manifest(data: bytes, shown: str, base: str) -> list[ManifestRow
             )
         first = False
         try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            rows.append(ManifestRow("", "", "", number, "not valid UTF-8"))
-            continue
-        except json.JSONDecodeError as exc:
-            rows.append(ManifestRow("", "", "", number, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+            obj = load_json(raw)
+        except JSONError as exc:
+            rows.append(ManifestRow("", "", "", number, exc.reason))
             continue
         rows.append(_row_from_object(obj, base, number))
     return rows
@@ -453,6 +526,10 @@ def _mark_duplicates(rows: list[ManifestRow]) -> list[ManifestRow]:
     first_line: dict[str, int] = {}
     out: list[ManifestRow] = []
     for row in rows:
+        if row.error and not row.id:
+            # Without an id the line is the only way to find the row in the file (error records
+            # and the summary show the error text, not ManifestRow.line).
+            row = ManifestRow(row.id, row.image, row.question, row.line, f"line {row.line}: {row.error}")
         if row.id and row.id in first_line:
             duplicate = f"duplicate id {row.id!r} (first on line {first_line[row.id]})"
             error = duplicate if row.error is None else f"{row.error}; {duplicate}"
@@ -696,11 +773,9 @@ def _last_line(handle: IO[bytes], size: int) -> tuple[int, bytes]:
 def _parse_record(raw: bytes) -> dict[str, Any] | str:
     """The record on this line, or the reason it is not one."""
     try:
-        value = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return "not valid UTF-8"
-    except json.JSONDecodeError as exc:
-        return f"invalid JSON ({exc.msg} at column {exc.colno})"
+        value = load_json(raw)
+    except JSONError as exc:
+        return exc.reason
     return value if isinstance(value, dict) else f"expected a JSON object, got {_json_type(value)}"
 
 
@@ -718,7 +793,13 @@ def append_jsonl(path: StrPath, record: dict[str, Any]) -> None:
     if not isinstance(record, dict):
         raise TypeError(f"record must be a dict, got {type(record).__name__}")
     # No indent, so the line holds no raw newline (newlines in strings are escaped).
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    text = json.dumps(record, ensure_ascii=False) + "\n"
+    try:
+        line = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (an id from a "\udc80" escape) has no UTF-8 form; ASCII JSON writes it
+        # as the same escape, so the record reads back equal instead of killing the job.
+        line = (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
     target = os.fsdecode(os.fspath(path))
     created = not os.path.exists(target)
     try:

@@ -24,7 +24,6 @@ import binascii
 import csv
 import inspect
 import io
-import json
 import os
 import re
 import sys
@@ -35,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from attnprompt.bench.items import Item
 from attnprompt.errors import AttnPromptError
+from attnprompt.io import JSONError, load_json
 
 __all__ = [
     "BENCHMARKS",
@@ -185,18 +185,19 @@ def _id(row: dict[str, Any], key: str) -> str:
 
 def _read_json(bench: str, path: Path) -> Any:
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise AttnPromptError(f"{bench}: {path} is not valid JSON (line {e.lineno}: {e.msg}); see {DOCS}") from None
+        data = path.read_bytes()
     except OSError as e:
         raise AttnPromptError(f"{bench}: cannot read {path}: {e.strerror or e}") from None
+    try:
+        return load_json(data)
+    except JSONError as e:
+        raise AttnPromptError(f"{bench}: {path} is not valid JSON ({e.reason}); see {DOCS}") from None
 
 
 def _jsonl(path: Path, log: _Log) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; malformed lines are skipped with a warning."""
     try:
-        f = open(path, encoding="utf-8-sig")
+        f = open(path, "rb")  # bytes: a line that is not UTF-8 is one bad row, not a crash
     except OSError as e:
         raise AttnPromptError(f"{log.bench}: cannot read {path}: {e.strerror or e}") from None
     with f:
@@ -205,9 +206,9 @@ def _jsonl(path: Path, log: _Log) -> Iterator[tuple[int, dict[str, Any]]]:
                 continue
             log.rows += 1
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                log.bad(f"{path}:{lineno}", f"not valid JSON ({e.msg})")
+                obj = load_json(line)
+            except JSONError as e:
+                log.bad(f"{path}:{lineno}", e.reason)
                 continue
             if not isinstance(obj, dict):
                 log.bad(f"{path}:{lineno}", "not a JSON object")

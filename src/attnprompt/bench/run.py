@@ -27,10 +27,14 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from PIL import Image
 
 from ..errors import AttnPromptError
-from ..io import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from ..io import (
+    JSONError, ManifestRow, append_jsonl, atomic_write_text, confined_path, load_image, load_json, read_jsonl_tolerant,
+    safe_stem, unicode_problem,
+)
 from .conditions import Condition, get_conditions
 from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
 from .items import Item, Score
+from .keys import FileDigests, answer_key, mask_folder_name, mask_identity, target_identity
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
@@ -59,8 +63,10 @@ def _check_run(out: Path, settings: dict[str, Any]) -> None:
     path = out / "run.json"
     if path.exists():
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            old = load_json(path.read_bytes())
+        except (OSError, JSONError):
+            old = {}
+        if not isinstance(old, dict):
             old = {}
         for key in ("benchmark", "target", "limit", "preset"):
             if key in old and old[key] != settings[key]:
@@ -82,12 +88,21 @@ def make_masks(
     """Annotated images for every item through the core's manifest job; ``{id: path | error}``."""
     from ..jobs import OUTPUT_MANIFEST, run_manifest
 
-    rows = [ManifestRow(id=it.id, image=it.image, question=_query(it), line=i + 1) for i, it in enumerate(items)]
+    rows = []
+    for i, it in enumerate(items):
+        query = _query(it)
+        # Checked here, by item, so an error names the item and not its place in a batch.
+        problem = "empty question" if not query else unicode_problem(query)
+        rows.append(ManifestRow(id=it.id, image=it.image, question=query, line=i + 1,
+                                error=f"item {it.id}: question is {problem}" if problem else None))
     run_manifest(prompter, rows, folder, batch_size=batch_size, progress=progress)
     out: dict[str, str | Exception] = {}
     for rec in read_jsonl_tolerant(Path(folder) / OUTPUT_MANIFEST):
         if rec.get("status") == "ok" and rec.get("output"):
-            out[str(rec["id"])] = str(Path(folder) / rec["output"])
+            try:  # a shared --masks-dir is input: its manifest must not point anywhere else
+                out[str(rec["id"])] = str(confined_path(folder, rec["output"]))
+            except AttnPromptError as exc:
+                out[str(rec["id"])] = exc
         elif str(rec.get("id")) not in out:
             out[str(rec.get("id"))] = AttnPromptError(str(rec.get("error") or "annotation failed"))
     return out
@@ -103,10 +118,35 @@ def _answer_condition(
     *,
     chunk: int,
     progress: bool,
+    identity: Mapping[str, Any] | None = None,
+    digests: FileDigests | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Answer every item not yet in ``path``; returns ``{id: record}`` for all items in the file."""
+    """Answer every item without a current answer in ``path``; returns ``{id: record}`` of the answered.
+
+    An answer is current when its ``key`` (:func:`attnprompt.bench.keys.answer_key`: target
+    identity, condition, prompt, the sent image's bytes) is the one this run would make; any
+    other record is stale, is answered again and leaves the file (rewritten atomically).
+    """
+    ident = dict(identity) if identity is not None else target_identity(target)
+    digests = digests or FileDigests()
+    keys: dict[str, str] = {}
+    prompts: dict[str, str | Exception] = {}
+    for it in items:
+        source = images.get(it.id, it.image)
+        if previous is not None and it.id not in previous:
+            prompts[it.id] = AttnPromptError("no answer under 'original' to reflect on")
+            continue
+        prompts[it.id] = prompt = condition.prompt(it.question, previous.get(it.id) if previous is not None else None)
+        if not isinstance(source, Exception):
+            digest = digests(source)
+            if digest is not None:
+                keys[it.id] = answer_key(ident, condition.name, prompt, digest)
     old = read_jsonl_tolerant(path) if path.exists() else []
-    done = {str(r["id"]): r for r in old if "id" in r and r.get("answer") is not None}
+    done = {str(r["id"]): r for r in old
+            if r.get("answer") is not None and "id" in r and keys.get(str(r["id"])) is not None
+            and r.get("key") == keys[str(r["id"])]}
+    if len(old) != len(done):  # stale, failed or repeated records: keep one current record per id
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in done.values()))
     todo = [it for it in items if it.id not in done]
     bar = _bar(len(todo), f"answer {condition.name}", progress)
     try:
@@ -116,11 +156,11 @@ def _answer_condition(
             for it in batch:
                 source = images.get(it.id, it.image)
                 try:
+                    prompt = prompts[it.id]
                     if isinstance(source, Exception):
                         raise source
-                    if previous is not None and it.id not in previous:
-                        raise AttnPromptError("no answer under 'original' to reflect on")
-                    prompt = condition.prompt(it.question, previous.get(it.id) if previous is not None else None)
+                    if isinstance(prompt, Exception):
+                        raise prompt
                     ready.append((it, load_image(source), prompt))
                 except ROW_ERRORS as exc:
                     append_jsonl(path, {"id": it.id, "condition": condition.name, "answer": None, "error": str(exc)})
@@ -129,7 +169,8 @@ def _answer_condition(
                 continue
             answers = target.answer([im for _, im, _ in ready], [p for _, _, p in ready])
             for (it, _, prompt), text in zip(ready, answers):
-                rec = {"id": it.id, "condition": condition.name, "prompt": prompt, "answer": text, "error": None}
+                rec = {"id": it.id, "condition": condition.name, "prompt": prompt, "answer": text, "error": None,
+                       "key": keys.get(it.id)}
                 append_jsonl(path, rec)
                 done[it.id] = rec
             bar.update(len(ready))
@@ -180,17 +221,27 @@ def evaluate(
     n_boot: int = 2000,
     seed: int = 0,
     progress: bool = True,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """Run ``conditions`` of ``benchmark`` on ``target`` and write the run folder (see the module doc).
 
     ``clip`` / ``lvlm``: the auxiliary for the ``api-clip`` / ``api-lvlm`` conditions: a model name
     (hub id, folder, shipped name) or a loaded :class:`attnprompt.Prompter`. ``preset`` is the
-    mask preset for both. Returns the content of ``scores.json``.
+    mask preset for both; ``device`` / ``dtype`` are those of auxiliaries given by name.
+    Returns the content of ``scores.json``.
+
+    A rerun into the same ``out`` keeps only answers and masks that the current settings
+    would produce (see :mod:`attnprompt.bench.keys`) and recomputes the rest.
     """
     from ..prompter import Prompter
 
     if benchmark not in BENCHMARKS:
         raise AttnPromptError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    if batch_size < 1:
+        raise AttnPromptError(f"batch size must be at least 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise AttnPromptError(f"limit must be at least 1, got {limit}")
     conds = get_conditions(conditions if isinstance(conditions, str) else list(conditions))
     kind = BENCHMARKS[benchmark].scorer
     if kind.endswith("-judge") and judge is None:
@@ -204,8 +255,11 @@ def evaluate(
     if not items:
         raise AttnPromptError(f"{benchmark}: no items to evaluate in {data}")
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "answers").mkdir(exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "answers").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise AttnPromptError(f"cannot use {root} as the run folder: {exc.strerror or exc}") from None
     names = [c.name for c in conds]
     _check_run(root, {"benchmark": benchmark, "data": str(data), "target": target.name, "conditions": names,
                       "limit": limit, "preset": preset,
@@ -214,13 +268,15 @@ def evaluate(
     images: dict[str | None, Mapping[str, str | Exception]] = {None: {}}
     for m in sorted(masks_needed):
         aux = auxiliaries[m]
-        prompter = aux if isinstance(aux, Prompter) else Prompter(str(aux), kind=m, preset=preset)
-        name = safe_stem(f"{m}-{_model_name(aux)}-{preset or 'default'}")
+        prompter = aux if isinstance(aux, Prompter) else Prompter(str(aux), kind=m, preset=preset, device=device,
+                                                                   dtype=dtype)
+        name = mask_folder_name(m, _model_name(aux), preset, mask_identity(prompter))
         folder = Path(masks_dir) / name if masks_dir else root / "masks" / name
         _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
         images[m] = make_masks(items, prompter, folder, batch_size=batch_size, progress=progress)
 
     records: dict[str, dict[str, dict[str, Any]]] = {}
+    identity, digests = target_identity(target), FileDigests()
     order = ([get_conditions("original")[0]] if any(c.reflects for c in conds) and "original" not in names else []) + [
         c for c in conds if c.name == "original"] + [c for c in conds if c.name != "original"]
     for c in order:
@@ -229,7 +285,8 @@ def evaluate(
             previous = {k: r["answer"] for k, r in records["original"].items()}
         records[c.name] = _answer_condition(c, items, target, images[c.mask], previous,
                                             root / "answers" / f"{safe_stem(c.name)}.jsonl",
-                                            chunk=max(1, batch_size) * 4, progress=progress)
+                                            chunk=max(1, batch_size) * 4, progress=progress, identity=identity,
+                                            digests=digests)
 
     result: dict[str, Any] = {"benchmark": benchmark, "target": target.name, "n_items": len(items),
                               "conditions": {}, "baseline": None, "comparisons": {}}
@@ -312,7 +369,7 @@ def _rows(results: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[st
             for b in benchmarks}
     header = ["target", "condition"]
     for b in benchmarks:
-        header += [b, f"{b} diff [95% CI]", f"{b} changed"] + [f"{b}:{c}" for c in cats[b]]
+        header += [b, f"{b} diff [95% CI]", f"{b} changed", f"{b} answered"] + [f"{b}:{c}" for c in cats[b]]
     table: dict[tuple[str, str], dict[str, str]] = {}
     for r in results:
         b = r["benchmark"]
@@ -323,6 +380,9 @@ def _rows(results: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[st
             row[f"{b} diff [95% CI]"] = (f"{cmp['diff']:+.2f} [{cmp['ci'][0]:+.2f}, {cmp['ci'][1]:+.2f}]"
                                          if cmp else "baseline")
             row[f"{b} changed"] = str(cmp["changed"]) if cmp else ""
+            # failed items are left out of the score: the table must show how many
+            answered = cond.get("answered")
+            row[f"{b} answered"] = "" if answered is None else f"{answered}/{answered + cond.get('errors', 0)}"
             for c in cats[b]:
                 v = cond["per_category"].get(c)
                 row[f"{b}:{c}"] = "" if v is None else f"{v:.2f}"
@@ -359,7 +419,32 @@ def read_results(folders: Sequence[str | os.PathLike[str]]) -> list[dict[str, An
         if not path.is_file():
             raise AttnPromptError(f"{f} has no scores.json: is it an `attnprompt eval` output folder?")
         try:
-            out.append(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as exc:
-            raise AttnPromptError(f"{path} is not valid JSON: {exc}") from None
+            result = load_json(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise AttnPromptError(f"cannot read {path}: {exc.strerror or exc}") from None
+        problem = _results_problem(result)
+        if problem:
+            raise AttnPromptError(f"{path} is not the scores.json of an `attnprompt eval` run: {problem}")
+        out.append(result)
     return out
+
+
+def _results_problem(result: Any) -> str | None:
+    """What is missing from a ``scores.json`` for the table, or ``None``."""
+    if not isinstance(result, dict):
+        return f"expected a JSON object, got {type(result).__name__}"
+    for key, kind in (("benchmark", str), ("target", str), ("conditions", dict), ("comparisons", dict)):
+        if not isinstance(result.get(key), kind):
+            return f"{key!r} missing or not a {kind.__name__}"
+    for name, cond in result["conditions"].items():
+        if not isinstance(cond, dict) or not isinstance(cond.get("overall"), (int, float)) \
+                or not isinstance(cond.get("per_category", {}), dict) \
+                or not all(isinstance(v, (int, float)) for v in cond.get("per_category", {}).values()):
+            return f"condition {name!r} lacks a numeric 'overall' or numeric 'per_category' scores"
+        if not isinstance(cond.get("answered", 0), int) or not isinstance(cond.get("errors", 0), int):
+            return f"condition {name!r}: 'answered' and 'errors' must be integers"
+    for name, cmp in result["comparisons"].items():
+        if not isinstance(cmp, dict) or not isinstance(cmp.get("diff"), (int, float)) \
+                or not isinstance(cmp.get("ci"), list) or len(cmp["ci"]) != 2:
+            return f"comparison {name!r} lacks 'diff' and a two-value 'ci'"
+    return None

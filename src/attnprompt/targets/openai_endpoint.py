@@ -141,6 +141,8 @@ class OpenAIEndpointTarget:
             raise AttnPromptError(f"OpenAI endpoint: max_retries must be >= 0, got {max_retries}")
         if not timeout or timeout <= 0:
             raise AttnPromptError(f"OpenAI endpoint: timeout must be > 0 seconds, got {timeout}")
+        if int(max_tokens) < 1:
+            raise AttnPromptError(f"OpenAI endpoint: max_tokens must be >= 1, got {max_tokens}")
         if backoff < 0:
             raise AttnPromptError(f"OpenAI endpoint: backoff must be >= 0, got {backoff}")
         try:
@@ -182,6 +184,7 @@ class OpenAIEndpointTarget:
     def settings(self) -> dict[str, Any]:
         """Every setting that changes an :meth:`answer` (the cache key includes all of them)."""
         return {
+            "endpoint": self.endpoint,  # another server may serve another model under the same name
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "system_prompt": self.system_prompt,
@@ -297,7 +300,7 @@ class OpenAIEndpointTarget:
                 prompt = json.dumps(msgs, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
             except (TypeError, ValueError) as e:
                 raise AttnPromptError(f"OpenAI endpoint: chat messages must be JSON-serialisable: {e}") from e
-            key = AnswerCache.key(self.model, None, prompt, {"kind": "chat", **resolved})
+            key = AnswerCache.key(self.model, None, prompt, {"kind": "chat", "endpoint": self.endpoint, **resolved})
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
