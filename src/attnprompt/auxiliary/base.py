@@ -9,6 +9,7 @@ A loader registers itself with :func:`register_backend`.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -165,10 +166,19 @@ def load_from_hub_or_dir(load: Callable[..., Any], name: str, what: str, **kwarg
             raise AttnPromptError(f"model path {name!r} does not exist")
         if not path.is_dir():
             raise AttnPromptError(f"model path {name!r} is not a folder (a Hugging Face model folder has config.json)")
+        from .folder_check import check_model_folder
+
+        check_model_folder(path)
         try:
             return load(str(path), **kwargs)
-        except (OSError, ValueError) as exc:
-            raise AttnPromptError(f"cannot load {what} from {name!r}: {_one_line(exc)}") from None
+        except AttnPromptError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a local folder is user input: any loader failure is one line
+            files = ", ".join(sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth")))
+            hint = f" (pickle checkpoint {files}: only weights_only-safe files are loaded)" \
+                if files and ("weights_only" in str(exc).lower() or "unpickl" in type(exc).__name__.lower()) else ""
+            raise AttnPromptError(
+                f"cannot load {what} from {name!r}{hint}: {type(exc).__name__}: {_one_line(exc)}") from None
     try:
         return load(name, local_files_only=True, **kwargs)
     except (OSError, ValueError):
@@ -190,7 +200,7 @@ def _not_cached(name: str, why: str) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip().splitlines()  # no terminal colours
     return (text[0] if text else type(exc).__name__)[:300]
 
 
