@@ -45,7 +45,8 @@ def test_single_image_all_formats_and_maps(capsys, tmp_path, tiny_clip_dir):
         assert img.mode == mode and img.size == (48, 32)
     maps = np.load(tmp_path / "out_rgb.npz")
     assert set(maps.files) == {"psi_cls", "psi_comp", "mask", "pixel_mask"}
-    assert maps["psi_cls"].shape == (4, 4) and maps["pixel_mask"].shape == (32, 48)
+    # 3:2 is beyond auto's 5:4: the default tiles it, 4 x 6 tokens over the whole image
+    assert maps["psi_cls"].shape == (4, 6) and maps["pixel_mask"].shape == (32, 48)
     assert maps["mask"].min() == 0.0 and maps["mask"].max() == 1.0
 
 
@@ -72,6 +73,24 @@ def test_console_script_help_shows_examples():
 def test_presets_command_lists_presets(capsys):
     code, out, _ = run(capsys, "presets")
     assert code == 0 and "official" in out and "geometry=stretch" in out
+    assert "geometry auto" in out and "2:1 3" in out and "5:4 1" in out  # the cost of auto, in forwards
+    from attnprompt.styles import STYLES
+
+    assert all(f"  {name} " in out for name in STYLES)
+
+
+def test_style_and_preset_file_options(capsys, tmp_path, tiny_clip_dir, good_image):
+    from attnprompt.config import get_preset, write_preset_file
+
+    preset = write_preset_file(tmp_path / "p.json", get_preset("default", gray=77), "clip")
+    out = tmp_path / "o.png"
+    code, stdout, _ = run(capsys, "annotate", str(good_image), "-q", "what?", "-o", str(out), "--model",
+                          str(tiny_clip_dir), "--device", "cpu", "--preset", str(preset), "--style", "vicrop",
+                          "--style-param", "margin=0", "--style-param", "min_size=0", "--quiet")
+    assert code == 0 and "boxes: " in stdout
+    box = [int(v) for v in stdout.split("boxes: ")[1].split()[0].split(",")]
+    assert Image.open(out).size == (48, 32)  # vicrop: the original first...
+    assert Image.open(tmp_path / "o_2.png").size == (box[2] - box[0], box[3] - box[1])  # ...then the crop
 
 
 @pytest.fixture()
@@ -165,6 +184,11 @@ def test_uncached_hub_model_offline_names_model_and_local_option(capsys, tmp_pat
     (["--gray", "-3"], ("0-255",)),
     (["--layer", "x..y"], ("bad layer spec",)),
     (["--dtype", "int8"], ("dtype",)),
+    (["--style", "sparkle"], ("unknown style", "marks")),
+    (["--style", "soft", "--style-param", "radius=3"], ("no parameter 'radius'",)),
+    (["--style", "blur", "--style-param", "radius"], ("KEY=VALUE",)),
+    (["--preset", "nothere.json"], ("does not exist",)),
+    (["--preset", "fastest"], ("unknown", "preset file")),
     (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], ("device",)),
 ])
 def test_bad_options(capsys, tmp_path, tiny_clip_dir, good_image, args, needles):

@@ -236,3 +236,36 @@ def test_hf_target_batches_and_caches(tmp_path):
     assert first == real(images, prompts, max_new_tokens=3)  # batching does not change greedy answers
     calls.clear()
     assert target.answer(images, prompts) == first and calls == []
+
+
+def test_condition_settings_syntax():
+    blur = get_conditions("api-clip:blur")[0]
+    assert (blur.name, blur.mask, blur.overrides) == ("api-clip:blur", "clip", {"style": "blur"})
+    crop = get_conditions(["api-lvlm:crop:margin=0.5:kernel=1"])[0]
+    assert crop.mask == "lvlm" and crop.overrides == {"style": "crop", "kernel": 1, "style_params": (("margin", 0.5),)}
+    assert get_conditions("api-clip:layers=0..2:comp_layer=none")[0].overrides == {"layers": (0, 1, 2),
+                                                                                  "comp_layer": None}
+    assert get_conditions("masked-hint:soft")[0].template == CONDITIONS["masked-hint"].template
+    for bad, match in (("api-clip:sparkle", "unknown style"), ("original:blur", "takes no mask settings"),
+                       ("api-clip:kernel=2", "odd"), ("api-clip:blur:colour=red", "no parameter"),
+                       ("api-clip:kernel=", "KEY=VALUE"), ("api-clop:blur", "unknown condition")):
+        with pytest.raises(AttnPromptError, match=match):
+            get_conditions(bad)
+
+
+def test_styled_conditions_get_their_own_prompt_images(pope, tmp_path, tiny_clip_dir):
+    root, originals = pope
+    out = tmp_path / "run"
+    with FakeChatServer(responder=Scripted(originals)) as server:
+        result = evaluate("pope", root, _target(server), "original,api-clip,api-clip:blur,api-clip:crop:margin=0",
+                          out, clip=str(tiny_clip_dir), data_options={"splits": ["random"]}, progress=False,
+                          n_boot=100)
+        with pytest.raises(AttnPromptError, match="vicrop gives 2 images.*takes one"):
+            evaluate("pope", root, _target(server), "api-clip:vicrop", tmp_path / "run2", clip=str(tiny_clip_dir),
+                     data_options={"splits": ["random"]}, progress=False)
+    assert set(result["conditions"]) == {"original", "api-clip", "api-clip:blur", "api-clip:crop:margin=0"}
+    folders = sorted(p.name for p in (out / "masks").iterdir())
+    assert len(folders) == 3 and folders[0] == f"clip-{tiny_clip_dir.name}-default"
+    crop_dir = next(out / "masks" / f for f in folders if "-crop-" in f)
+    records = [json.loads(x) for x in (crop_dir / "manifest.jsonl").read_text().splitlines()]
+    assert len(records) == 5 and all(r["style"] == "crop" and len(r["boxes"]) == 1 for r in records)

@@ -80,15 +80,15 @@ def test_rerun_skips_finished_ids_and_resumes_after_a_crash(tmp_path, tiny_promp
     out = tmp_path / "out"
 
     calls = {"n": 0}
-    real = tiny_prompter.annotate_loaded
+    real = tiny_prompter.attribute_loaded
 
-    def crash_on_second_batch(images, queries, config=None):
+    def crash_on_second_batch(images, queries, config=None, views=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # a kill in the middle of the run
-        return real(images, queries, config)
+        return real(images, queries, config, views)
 
-    monkeypatch.setattr(tiny_prompter, "annotate_loaded", crash_on_second_batch)
+    monkeypatch.setattr(tiny_prompter, "attribute_loaded", crash_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         run_manifest(tiny_prompter, manifest, out, batch_size=2, progress=False)
     first = records(out)
@@ -96,7 +96,7 @@ def test_rerun_skips_finished_ids_and_resumes_after_a_crash(tmp_path, tiny_promp
     assert sorted(p.name for p in out.glob("*.png")) == ["q0.png", "q1.png"]
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
 
-    monkeypatch.setattr(tiny_prompter, "annotate_loaded", real)
+    monkeypatch.setattr(tiny_prompter, "attribute_loaded", real)
     summary = run_manifest(tiny_prompter, manifest, out, batch_size=2, progress=False)
     assert (summary.done, summary.skipped, summary.failed, summary.total) == (3, 2, 0, 5)
     assert sorted(r["id"] for r in records(out)) == [f"q{i}" for i in range(5)]

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnprompt.maps import box_filter, enhance, maxmin, merge_clip_maps, minmax, postprocess_single_map, soft_or
+from attnprompt.maps import (
+    ORDER_STEP,
+    box_filter,
+    enhance,
+    grid_kernel,
+    keep_order,
+    maxmin,
+    merge_clip_maps,
+    minmax,
+    postprocess_single_map,
+    soft_or,
+)
 
 
 def official_box(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -113,3 +124,58 @@ def test_shape_and_type_errors():
         minmax(torch.ones(1, 2, 2, dtype=torch.int64))
     with pytest.raises(ValueError):
         merge_clip_maps(torch.rand(1, 4, 4), torch.rand(1, 5, 5), enhance_coe=1, kernel=1)
+
+
+@pytest.mark.parametrize("kernel, side, want", [(3, 24, 3), (3, 8, 1), (3, 14, 1), (3, 16, 3), (3, 32, 5),
+                                                (5, 24, 5), (1, 48, 1), (3, 48, 7)])
+def test_grid_kernel_scales_the_official_kernel_to_the_grid(kernel, side, want):
+    assert grid_kernel(kernel, side, 24) == want
+    assert grid_kernel(kernel, side, None) == kernel  # official: the kernel in tokens on any grid
+
+
+def test_kernel_grid_is_the_official_merge_on_24x24_and_smaller_elsewhere():
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 24, 24), torch.randn(2, 24, 24)
+    assert torch.equal(merge_clip_maps(a, b, enhance_coe=5, kernel=3, kernel_grid=24),
+                       merge_clip_maps(a, b, enhance_coe=5, kernel=3))
+    small = torch.randn(1, 8, 8)
+    assert torch.equal(postprocess_single_map(small, enhance_coe=5, kernel=3, kernel_grid=24),
+                       postprocess_single_map(small, enhance_coe=5, kernel=1))
+    # a tiled map: its short side is one tile's grid, so the kernel is the tile's
+    wide = torch.randn(1, 8, 16)
+    assert torch.equal(merge_clip_maps(wide, None, enhance_coe=5, kernel=3, kernel_grid=24),
+                       merge_clip_maps(wide, None, enhance_coe=5, kernel=1))
+
+
+def test_official_enhance_saturates_into_ties_and_strict_order_keeps_the_raw_order():
+    x = torch.zeros(1, 8, 8)
+    x[0, 0, :3] = torch.tensor([100.0, 101.0, 102.0])  # three peaks far above the rest (z ~ 4.5)
+    official = enhance(x, 5.0)
+    assert (official[0, 0, :3] == 1.0).all()  # float32 sigmoid(5 z) is exactly 1 above z ~ 3.3: ties
+    strict = enhance(x, 5.0, strict_order=True)
+    assert (torch.diff(strict[0, 0, :3]) > 0).all() and int(strict.flatten().argmax()) == 2
+    assert (strict - official).abs().max() <= ORDER_STEP  # half a gray level at most
+    assert strict[0, 1, 0] == strict[0, 7, 7]  # equal raw values stay equal
+
+
+def test_strict_final_mask_points_where_psi_cls_does_when_the_soft_or_saturates():
+    torch.manual_seed(1)
+    cls = torch.randn(1, 8, 8)
+    cls[0, 5, 6] = 9.0
+    comp = torch.randn(1, 8, 8)
+    comp[0, 5, 6] = comp.min() - 1  # maxmin(comp) = 1 there and in a few more cells...
+    comp[0, :2, :] = comp.min()  # ...the inverted complementary map saturates the OR
+    mask = merge_clip_maps(cls, comp, enhance_coe=5, kernel=1, strict_order=True)
+    assert int(mask.flatten().argmax()) == 5 * 8 + 6
+    assert (mask == mask.max()).sum() == 1
+    plain = merge_clip_maps(cls, comp, enhance_coe=5, kernel=1)
+    assert (plain == 1).sum() > 1  # the official merge has ties at the top
+    assert (mask - plain).abs().max() <= 2 * ORDER_STEP
+
+
+def test_keep_order_is_a_small_monotone_change():
+    y = torch.tensor([[[0.0, 1.0, 1.0, 1.0]]])
+    order = torch.tensor([[[0.0, 1.0, 3.0, 2.0]]])
+    out = keep_order(y, order)
+    assert out[0, 0, 2] > out[0, 0, 3] > out[0, 0, 1] > out[0, 0, 0]
+    assert (out - y).abs().max() <= ORDER_STEP

@@ -133,3 +133,31 @@ def test_cli_tiled_geometry(tiny_clip_dir, tmp_path):
     assert Image.open(out).size == (96, 32)
     maps = np.load(tmp_path / "out.npz")
     assert maps["psi_cls"].shape == (4, 12) and maps["pixel_mask"].shape == (32, 96)
+
+
+@pytest.mark.parametrize("size, want", [((64, 64), "aligned"), ((80, 64), "aligned"), ((64, 80), "aligned"),
+                                        ((81, 64), "tiled"), ((128, 64), "tiled"), ((64, 128), "tiled")])
+def test_auto_geometry_letterboxes_near_square_images_and_tiles_elongated_ones(size, want):
+    from attnprompt.geometry import resolve_geometry
+
+    assert resolve_geometry("auto", size) == want
+    assert resolve_geometry("stretch", size) == "stretch"
+
+
+def test_auto_cost_in_forwards():
+    from attnprompt.geometry import auto_forwards
+
+    assert [auto_forwards(a) for a in (1.0, 1.25, 4 / 3, 1.5, 16 / 9, 2.0, 3.0)] == [1, 1, 2, 2, 3, 3, 5]
+
+
+def test_auto_geometry_through_the_pipeline_is_aligned_or_tiled(tiny_clip_dir):
+    from attnprompt import Prompter
+
+    p = Prompter(str(tiny_clip_dir), device="cpu")
+    assert p.config.geometry == "auto"
+    wide = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 64, 3), dtype=np.uint8))
+    square = wide.crop((0, 0, 32, 32))
+    for image, geometry in ((wide, "tiled"), (square, "aligned")):
+        [auto] = p.annotate(image, "a red circle")
+        [fixed] = p.annotate(image, "a red circle", geometry=geometry)
+        assert np.array_equal(auto.pixel_mask, fixed.pixel_mask) and auto.mask.shape == fixed.mask.shape

@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
+    from .jobs import JobSummary
     from .prompter import Prompter
 
-from .config import GEOMETRIES, INTERPOLATIONS, LVLM_PRESETS, PRESETS, REDUCTIONS, get_preset, parse_layers
+from .config import (GEOMETRIES, INTERPOLATIONS, LVLM_PRESETS, PRESETS, REDUCTIONS, get_preset, parse_key_values,
+                     parse_layers)
 from .errors import AttnPromptError
+from .outputs import IMAGE_FORMATS, ImageEncoding
+from .styles import STYLES
 
 EXAMPLES = """\
 examples:
@@ -78,7 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--format", choices=("rgb", "rgba", "heatmap"), default="rgb",
                         help="annotated image, mask as alpha, or heatmap (default: rgb)")
     output.add_argument("--save-maps", action="store_true", help="also write the raw maps and the mask (.npz)")
+    output.add_argument("--image-format", choices=IMAGE_FORMATS, default="png",
+                        help="batch mode: file format of the outputs (default: png, lossless: exactly the "
+                             "annotated pixels; jpeg and webp are lossy and smaller)")
+    output.add_argument("--quality", type=int, help="jpeg/webp quality 1-100 (default: 95 jpeg, 90 webp)")
+    output.add_argument("--png-compress-level", type=int, default=1,
+                        help="zlib level 0-9 for png (default: 1 with the RLE strategy: fast, still lossless)")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
+    engine = ann.add_argument_group("engine (batch mode)")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: threads on this machine; ray: Ray Data actors on a local or remote Ray cluster")
+    engine.add_argument("--ray-address", default=None,
+                        help="Ray cluster to join (e.g. ray://head:10001 or auto; default: start a local one)")
+    engine.add_argument("--gpus-per-worker", type=float, default=0.0,
+                        help="ray: GPUs per model actor (e.g. 1, or 0.5 for two actors per GPU; default 0)")
 
     selfp = sub.add_parser(
         "self-prompt", help="an LVLM answers on the original image, then on its own annotated image",
@@ -119,11 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     ev.add_argument("--conditions", default="original,api-clip",
                     help="comma-separated: original, api-clip, api-lvlm, step-by-step, masked-hint, "
-                         "self-reflection, api-clip+self-reflection... (default: original,api-clip)")
+                         "self-reflection, api-clip+self-reflection...; a masked one takes a prompt style and "
+                         "mask settings after colons: api-clip:blur, api-lvlm:crop:margin=0.5, api-clip:kernel=1 "
+                         "(default: original,api-clip)")
     ev.add_argument("--aux-clip", default=None, help="CLIP auxiliary for api-clip conditions "
                     "(default: openai/clip-vit-large-patch14-336)")
     ev.add_argument("--aux-lvlm", default=None, help="LVLM auxiliary for api-lvlm conditions (default: the target)")
-    ev.add_argument("--preset", default=None, help="mask preset (default: the project default)")
+    ev.add_argument("--preset", default=None, metavar="NAME|FILE",
+                    help="mask preset: a name or a preset file (.json) (default: the model's own preset file, "
+                         "else the project default)")
     ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
     ev.add_argument("--judge", default=None, help="judge model for MM-Vet / LLaVA-Bench (e.g. gpt-4o-2024-08-06)")
     ev.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible base URL of the judge")
@@ -155,13 +176,17 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     model.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
     model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
-    model.add_argument("--workers", type=int, default=4, help="image decoding threads in batch mode (default: 4)")
+    model.add_argument("--workers", type=int, default=None,
+                       help="batch mode: image decoding threads (local engine, default 4) or model actors "
+                            "(--engine ray, default 1)")
 
 
 def _mask_options(parser: argparse.ArgumentParser) -> None:
     mask = parser.add_argument_group("mask (each overrides the preset)")
-    mask.add_argument("--preset", default=None, choices=sorted(set(PRESETS) | set(LVLM_PRESETS)),
-                      help="named settings (default: default; 'official' reproduces the official code)")
+    mask.add_argument("--preset", default=None, metavar="NAME|FILE",
+                      help=f"named settings ({', '.join(sorted(set(PRESETS) | set(LVLM_PRESETS)))}) or a preset "
+                           "file (.json); default: the model folder's attnprompt_preset.json if it has one, else "
+                           "default ('official' reproduces the official code)")
     mask.add_argument("--layer", action="append", metavar="L",
                       help="block(s) for the map: 22, -2, a range 20..23 / -4..-1; repeatable")
     mask.add_argument("--comp-layer", type=int, help="CLIP: block after which the residual gives psi_comp")
@@ -171,8 +196,21 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
     mask.add_argument("--interpolation", type=str.lower, choices=INTERPOLATIONS, help="map resize filter")
     mask.add_argument("--gray", type=int, help="background level 0-255 that masked regions fade to")
     mask.add_argument("--geometry", type=str.lower, choices=GEOMETRIES,
-                      help="stretch (official), aligned (the grid lands where the model looked) or tiled (CLIP: "
-                           "native-scale crops stitched, one forward per crop)")
+                      help="stretch (official), aligned (the grid lands where the model looked), tiled (CLIP: "
+                           "native-scale crops stitched, one forward per crop) or auto (aligned up to 5:4, tiled "
+                           "beyond; aligned for an LVLM)")
+    mask.add_argument("--kernel-grid", type=int, metavar="N",
+                      help="the grid side --kernel is defined for; rescaled to the map's grid (default presets: 24)")
+    mask.add_argument("--no-kernel-grid", action="store_true", help="--kernel tokens on any grid (official)")
+    mask.add_argument("--strict-order", dest="strict_order", action="store_true", default=None,
+                      help="enhance and final normalisation keep the raw map's order (no saturated ties)")
+    mask.add_argument("--no-strict-order", dest="strict_order", action="store_false",
+                      help="the official enhance (saturates into ties)")
+    mask.add_argument("--style", type=str.lower, metavar="STYLE",
+                      help=f"prompt style: {', '.join(STYLES)} (default: alpha, the official blend)")
+    mask.add_argument("--style-param", action="append", metavar="KEY=VALUE", default=None,
+                      help="a style parameter, e.g. floor=0.3, margin=0.5, radius=0.05; repeatable "
+                           "(see 'attnprompt presets')")
     mask.add_argument("--reduction", type=str.lower, choices=REDUCTIONS,
                       help="LVLM: official (softmax over the image span) or paper (attention weights)")
     mask.add_argument("--max-new-tokens", type=int, help="LVLM: length of the auxiliary answer (official: 20)")
@@ -187,13 +225,23 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
     }
     if args.highlight is not None:
         overrides["highlight"] = args.highlight
+    if args.no_kernel_grid:
+        overrides["kernel_grid"] = None
+    elif args.kernel_grid is not None:
+        overrides["kernel_grid"] = args.kernel_grid
+    if args.strict_order is not None:
+        overrides["strict_order"] = args.strict_order
+    if args.style is not None:
+        overrides["style"] = args.style
+    if args.style_param:
+        overrides["style_params"] = parse_key_values(args.style_param, "--style-param")
     if args.layer:
         overrides["layers"] = parse_layers(args.layer)
     if args.no_comp:
         overrides["comp_layer"] = None
     elif args.comp_layer is not None:
         overrides["comp_layer"] = args.comp_layer
-    return {k: v for k, v in overrides.items() if v is not None or k == "comp_layer"}
+    return {k: v for k, v in overrides.items() if v is not None or k in ("comp_layer", "kernel_grid")}
 
 
 def _load_prompter(args: argparse.Namespace) -> "Prompter":
@@ -233,13 +281,28 @@ def _annotate(args: argparse.Namespace) -> int:
         raise AttnPromptError("--out-dir is required with --manifest")
     if args.out_dir and os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         raise AttnPromptError(f"--out-dir {args.out_dir}: exists and is not a folder")
+    if args.workers is not None and args.workers < 1:
+        raise AttnPromptError("--workers must be at least 1")
+    encoding = ImageEncoding(args.image_format, args.quality, args.png_compress_level)
+    if encoding.format == "jpeg" and args.format == "rgba":
+        raise AttnPromptError("JPEG cannot store the rgba output (no alpha channel): use png or webp")
+    if args.engine == "ray" and not args.manifest:
+        raise AttnPromptError("--engine ray runs a manifest: give --manifest FILE --out-dir DIR")
     rows = read_manifest(args.manifest) if args.manifest else None  # fail fast, before loading a model
+    if args.engine == "ray":
+        return _annotate_ray(args, rows or [], encoding)
     prompter = _load_prompter(args)
     if single:
         output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_api.png")
         [result] = prompter.annotate([args.image], [args.query])
         atomic_save_image(result.render(args.format), output)
         print(output)
+        for n, extra in enumerate((result.images or [])[1:], start=2):  # e.g. vicrop's crop
+            extra_path = output.with_name(f"{output.stem}_{n}{output.suffix}")
+            atomic_save_image(extra, extra_path)
+            print(extra_path)
+        if result.boxes:
+            print("boxes: " + " ".join(",".join(str(v) for v in b) for b in result.boxes))
         if result.answer is not None:
             print(f"auxiliary answer: {result.answer}")
         if args.save_maps:
@@ -249,8 +312,34 @@ def _annotate(args: argparse.Namespace) -> int:
         return 0
     summary = run_manifest(
         prompter, rows, args.out_dir, format=args.format, save_map_files=args.save_maps,
-        batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+        batch_size=args.batch_size, workers=args.workers or 4, progress=not args.quiet, encoding=encoding,
     )
+    return _job_report(summary)
+
+
+def _annotate_ray(args: argparse.Namespace, rows: list, encoding: "ImageEncoding") -> int:
+    try:
+        from .integrations.ray import RayJobOptions, run_manifest_ray
+    except ImportError:
+        raise AttnPromptError("the ray engine is not available in this installation") from None
+
+    if args.batch_size < 1:
+        raise AttnPromptError("--batch-size must be at least 1")
+    if args.gpus_per_worker < 0:
+        raise AttnPromptError("--gpus-per-worker must be at least 0")
+    options = RayJobOptions(
+        model=args.model, kind=args.aux, preset=args.preset, backend=args.backend, pretrained=args.pretrained,
+        model_config=args.model_config, device=args.device, dtype=args.dtype, overrides=_mask_overrides(args),
+    )
+    summary = run_manifest_ray(
+        options, rows, args.out_dir, format=args.format, save_map_files=args.save_maps, batch_size=args.batch_size,
+        workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker, address=args.ray_address,
+        encoding=encoding, progress=not args.quiet,
+    )
+    return _job_report(summary)
+
+
+def _job_report(summary: "JobSummary") -> int:
     print(f"{summary.done} done, {summary.skipped} already done, {summary.failed} failed "
           f"of {summary.total}; manifest: {summary.manifest}")
     for line in summary.errors[:10]:
@@ -358,10 +447,20 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _presets() -> int:
+    from .geometry import AUTO_MAX_ASPECT, auto_forwards
+
     for kind, table in (("clip", PRESETS), ("lvlm", LVLM_PRESETS)):
         for name, cfg in table.items():
             settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
             print(f"{kind:4s} {name:12s} {settings}")
+    print(f"\ngeometry auto (CLIP): aligned up to {AUTO_MAX_ASPECT:g}:1 (5:4), tiled beyond; CLIP forwards per image:")
+    print("  " + ", ".join(f"{label} {auto_forwards(a)}" for label, a in (
+        ("1:1", 1.0), ("5:4", 1.25), ("4:3", 4 / 3), ("3:2", 1.5), ("16:9", 16 / 9), ("2:1", 2.0), ("3:1", 3.0))))
+    print("\nstyles (--style NAME, --style-param KEY=VALUE):")
+    for style in STYLES.values():
+        params = ", ".join(f"{k}={p.default}" for k, p in style.params.items()) or "no parameters"
+        print(f"  {style.name:8s} {style.description} [{params}]")
+    print("\na model folder's attnprompt_preset.json is what 'default' means for that model")
     return 0
 
 

@@ -8,10 +8,12 @@ exact integers, e.g. ``255 * 0.2``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image
 
-__all__ = ["mask_to_u8", "blend", "to_rgba", "heatmap", "colorize"]
+__all__ = ["mask_to_u8", "blend", "blend_table", "to_rgba", "heatmap", "colorize"]
 
 
 def mask_to_u8(mask: np.ndarray) -> np.ndarray:
@@ -23,15 +25,33 @@ def mask_to_u8(mask: np.ndarray) -> np.ndarray:
 def blend(image: Image.Image, pixel_mask: np.ndarray, gray: int) -> Image.Image:
     """``I * m + g * (1 - m)`` with ``m = pixel_mask / 255``: regions the mask rejects fade to gray.
 
-    ``pixel_mask`` is ``[H, W]`` uint8 with the image's size.
+    ``pixel_mask`` is ``[H, W]`` uint8 with the image's size. Each output value depends only on
+    its (mask, pixel) pair, so the blend is a lookup in a 256 x 256 table computed with exactly
+    the official arithmetic (:func:`blend_table`).
     """
-    img = np.asarray(image.convert("RGB"), dtype=np.float32)  # [H, W, 3]
+    img = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # [H, W, 3] uint8
     if pixel_mask.shape != img.shape[:2]:
         raise ValueError(f"mask {pixel_mask.shape} does not match image {img.shape[:2]}")
-    m = pixel_mask.astype(np.float32) / np.float32(255.0)  # [H, W]
-    kept = img * m[:, :, None]  # float32, as the official code
-    faded = (np.float32(1.0) - m[:, :, None]) * np.full(img.shape, float(gray), dtype=np.float64)
-    return Image.fromarray((kept + faded).astype(np.uint8), mode="RGB")
+    index = (pixel_mask.astype(np.uint16) << 8)[:, :, None] | img  # [H, W, 3] = mask * 256 + pixel
+    return Image.fromarray(blend_table(gray).take(index), mode="RGB")
+
+
+@functools.lru_cache(maxsize=None)
+def blend_table(gray: int) -> np.ndarray:
+    """``[65536]`` uint8: the official blend of pixel ``p`` under mask ``m`` at index ``m * 256 + p``.
+
+    ``uint8(img_f32 * m + (1 - m) * gray_f64)`` with ``m = mask_f32 / 255``, element for element
+    as in ``blend_mask`` (float32 product, float64 gray term, truncation).
+    """
+    if not 0 <= int(gray) <= 255:
+        raise ValueError(f"gray must be in 0..255, got {gray}")
+    m = (np.arange(256, dtype=np.float32) / np.float32(255.0))[:, None]  # [256 masks, 1]
+    pixels = np.arange(256, dtype=np.float32)[None, :]  # [1, 256 pixels]
+    kept = pixels * m  # float32
+    faded = (np.float32(1.0) - m) * np.full((256, 1), float(gray), dtype=np.float64)
+    table = (kept + faded).astype(np.uint8).ravel()
+    table.flags.writeable = False
+    return table
 
 
 def to_rgba(image: Image.Image, pixel_mask: np.ndarray) -> Image.Image:

@@ -18,11 +18,12 @@ from PIL import Image
 
 from .auxiliary.base import DEFAULT_MODEL, Attribution, Auxiliary, ClipAuxiliary, load_auxiliary
 from .auxiliary.clip_common import TokenMaps
-from .config import MaskConfig, get_preset, presets_for
+from .config import MaskConfig, get_preset, is_preset_path, presets_for, resolve_preset
 from .errors import AttnPromptError
 from .geometry import View, place_mask
 from .io import load_image
-from .overlay import blend, heatmap, mask_to_u8, to_rgba
+from .overlay import heatmap, mask_to_u8, to_rgba
+from .styles import Box, render
 
 __all__ = ["Annotation", "Prompter", "annotate", "self_prompt", "SelfPromptResult", "ImageInput", "OUTPUT_FORMATS"]
 
@@ -35,7 +36,8 @@ class Annotation:
     """The result for one (image, query) pair.
 
     Attributes:
-        image: the annotated RGB image (the attention prompt for the target model).
+        image: the annotated RGB image (the attention prompt for the target model; the first of
+            ``images``).
         original: the input as RGB (EXIF orientation applied).
         query: the text query.
         mask: ``[h, w]`` float32 final mask in [0, 1] (token space; ``h = w = P`` for CLIP).
@@ -45,6 +47,8 @@ class Annotation:
         psi_comp: CLIP: ``[P, P]`` raw output-token similarity (before inversion), or ``None``.
         attention: LVLM: ``[h, w]`` float32 raw attention of the answer to the image tokens.
         answer: LVLM: the auxiliary model's own answer to the query.
+        images: every prompt image of the style, in order (two for ``vicrop``: original, crop).
+        boxes: the boxes the style cut or drew (``(left, top, right, bottom)``, original pixels).
     """
 
     image: Image.Image
@@ -57,6 +61,14 @@ class Annotation:
     psi_comp: np.ndarray | None = None
     attention: np.ndarray | None = None
     answer: str | None = None
+    images: list[Image.Image] | None = None
+    boxes: list[Box] | None = None
+
+    def __post_init__(self) -> None:
+        if self.images is None:
+            self.images = [self.image]
+        if self.boxes is None:
+            self.boxes = []
 
     def rgba(self) -> Image.Image:
         """The original pixels with the mask as alpha channel."""
@@ -98,14 +110,18 @@ class Prompter:
         model: hub id or local folder (a CLIP, or LLaVA / LLaVA-NeXT / Qwen2-VL), or an open_clip
             architecture name (or ``hf-hub:`` id).
         kind: ``"auto"`` (from the model's config), ``"clip"`` or ``"lvlm"``.
-        preset: a preset name of that kind (``"default"``, ``"official"``...) or a :class:`MaskConfig`.
+        preset: a preset name of that kind (``"default"``, ``"official"``...), a preset file
+            (``.json``, see :func:`attnprompt.config.load_preset_file`) or a :class:`MaskConfig`.
+            ``None`` / ``"default"``: the model folder's own ``attnprompt_preset.json`` when it has
+            one, else the built-in default of its kind.
         backend: CLIP only: ``"auto"``, ``"hf"`` (transformers) or ``"open_clip"``.
         pretrained: open_clip pretrained tag or local weights file.
         model_config: open_clip model-config JSON for architectures open_clip does not list.
         device: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ``"mps"``...
         dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"``.
         auxiliary: an already loaded :class:`Auxiliary` (skips loading).
-        **overrides: any :class:`MaskConfig` field (``layers``, ``enhance``, ``gray``...).
+        **overrides: any :class:`MaskConfig` field (``layers``, ``enhance``, ``gray``, ``style``,
+            ``style_params``...).
     """
 
     def __init__(
@@ -125,12 +141,16 @@ class Prompter:
         if not isinstance(preset, MaskConfig):  # unknown names fail before a model is loaded
             kinds = (kind,) if kind in ("clip", "lvlm") else ("clip", "lvlm")
             if preset is not None and not any(str(preset).lower() in presets_for(k) for k in kinds):
-                get_preset(preset, kind=kinds[0])
+                if is_preset_path(preset):
+                    get_preset(preset, kind=kinds[0] if len(kinds) == 1 else _preset_kind(preset))
+                else:
+                    get_preset(preset, kind=kinds[0])
         self.auxiliary = auxiliary or load_auxiliary(
             model, kind=kind, backend=backend, pretrained=pretrained, model_config=model_config,
             device=device, dtype=dtype,
         )
-        self.config = get_preset(preset, kind=self.auxiliary.kind, **overrides)
+        self.config = resolve_preset(preset, kind=self.auxiliary.kind, model=_model_folder(model, auxiliary),
+                                     **overrides)
         self.auxiliary.check_config(self.config)
 
     @property
@@ -181,10 +201,28 @@ class Prompter:
         """Annotate already-loaded RGB images in one batch (used by data jobs)."""
         return self._annotate_batch(list(images), list(queries), config or self.config)
 
+    def attribute_loaded(self, images: Sequence[Image.Image], queries: Sequence[str],
+                         config: MaskConfig | None = None,
+                         views: Sequence[View] | None = None) -> list[tuple[View, Attribution]]:
+        """The model's part of :meth:`annotate_loaded`: each image's view and attribution.
+
+        ``views``: the images' views if already made (``self.auxiliary.view(image, geometry)``,
+        e.g. on a decoding thread). :meth:`finish` turns a result into an :class:`Annotation`
+        (the pixel stage); data jobs run it on other threads than the model.
+        """
+        config = config or self.config
+        if views is None:
+            views = [self.auxiliary.view(im, config.geometry) for im in images]
+        return list(zip(views, self.auxiliary.attribute_views(views, list(queries), config)))
+
+    def finish(self, image: Image.Image, query: str, view: View, attribution: Attribution,
+               config: MaskConfig | None = None) -> Annotation:
+        """The pixel stage of one attributed image: the mask at image size and the annotated image."""
+        return self._finish(image, query, view, attribution, config or self.config)
+
     def _annotate_batch(self, images: list[Image.Image], queries: list[str], config: MaskConfig) -> list[Annotation]:
-        views = [self.auxiliary.view(im, config.geometry) for im in images]
-        attributions = self.auxiliary.attribute_views(views, queries, config)
-        return [self._finish(im, q, v, a, config) for im, q, v, a in zip(images, queries, views, attributions)]
+        pairs = self.attribute_loaded(images, queries, config)
+        return [self._finish(im, q, v, a, config) for im, q, (v, a) in zip(images, queries, pairs)]
 
     def token_maps_from_tensors(self, pixel_values: torch.Tensor, tokens: Any, **overrides: Any) -> tuple[TokenMaps, torch.Tensor]:
         """CLIP only: maps and final masks from preprocessed pixels and token ids (no preprocessing).
@@ -203,8 +241,11 @@ class Prompter:
         mask = attribution.mask.float().cpu().numpy()
         pixel_mask = place_mask(mask_to_u8(mask), view, config.interpolation)
         maps = {k: v.float().cpu().numpy() for k, v in attribution.maps.items()}
+        prompt = render(image, pixel_mask, config)  # every style starts from the same pixel mask
         return Annotation(
-            image=blend(image, pixel_mask, config.gray),
+            image=prompt.images[0],
+            images=prompt.images,
+            boxes=prompt.boxes,
             original=image,
             query=query,
             mask=mask,
@@ -237,6 +278,21 @@ def self_prompt(prompter: Prompter, image: ImageInput, query: str, **overrides: 
     [annotation] = prompter.annotate(image, query, **overrides)
     [prompted] = aux.answer([annotation.image], [query], max_new_tokens=annotation.config.max_new_tokens)
     return SelfPromptResult(original_answer=annotation.answer or "", prompted_answer=prompted, annotation=annotation)
+
+
+def _model_folder(model: str, auxiliary: Auxiliary | None) -> str | None:
+    """Where a model's own preset file may be: its folder (shipped names resolved) or hub id."""
+    from .auxiliary.base import shipped_model
+
+    if auxiliary is not None and model == DEFAULT_MODEL:
+        return getattr(auxiliary, "name", None)
+    return shipped_model(model) or model
+
+
+def _preset_kind(preset: Any) -> str:
+    from .config import load_preset_file
+
+    return load_preset_file(preset).kind
 
 
 _CACHE: dict[tuple, Prompter] = {}
@@ -282,6 +338,8 @@ def annotate(
             prompter = Prompter(model, kind=kind, backend=backend, pretrained=pretrained,
                                 model_config=model_config, device=device, dtype=dtype)
             _CACHE[key] = prompter
-    config = get_preset(preset, kind=prompter.kind, **overrides)
+    # the default is the loaded model's (its own preset file, when its folder has one)
+    config = get_preset(prompter.config if preset is None or str(preset).lower() == "default" else preset,
+                        kind=prompter.kind, **overrides)
     results = prompter.annotate(images, queries, batch_size=batch_size, **config.to_dict())
     return [r.render(format) for r in results]

@@ -22,7 +22,7 @@ from PIL import Image
 from .. import maps as mapmath
 from ..config import MaskConfig
 from ..errors import AttnPromptError
-from ..geometry import View, make_tiled_view, make_view
+from ..geometry import SquareResize, View, make_tiled_view, make_view, resolve_geometry
 from ..io import unicode_problem
 from .clip_common import ClipTower, TokenMaps, compute_token_maps
 
@@ -294,10 +294,21 @@ class ClipAuxiliary(Auxiliary):
     def num_layers(self) -> int:
         return self.tower.num_layers
 
+    @property
+    def square_resize(self) -> SquareResize | None:
+        """``(side, PIL filter)`` when preprocessing starts by resizing a square image to ``side x side``.
+
+        Lets the aligned view hand the model the small letterboxed square instead of the full
+        canvas (the same pixels, see :func:`~attnprompt.geometry.letterbox_resized`); ``None``
+        (the default) keeps the full-size path.
+        """
+        return None
+
     def view(self, image: Image.Image, geometry: str) -> View:
+        geometry = resolve_geometry(geometry, image.size)
         if geometry == "tiled":
             return make_tiled_view(image, self.image_size, self.grid_size, self.pad_color)
-        return make_view(image, geometry, self.pad_color)
+        return make_view(image, geometry, self.pad_color, resize=self.square_resize)
 
     @staticmethod
     def clip_layers(config: MaskConfig) -> tuple[int, ...]:
@@ -350,7 +361,8 @@ class ClipAuxiliary(Auxiliary):
     def merge(token_maps: TokenMaps, config: MaskConfig) -> torch.Tensor:
         """Token maps -> final ``[B, P, P]`` mask with the config's enhance and kernel."""
         return mapmath.merge_clip_maps(token_maps.psi_cls, token_maps.psi_comp,
-                                       enhance_coe=config.enhance, kernel=config.kernel)
+                                       enhance_coe=config.enhance, kernel=config.kernel,
+                                       kernel_grid=config.kernel_grid, strict_order=config.strict_order)
 
     def attributions(self, tm: TokenMaps, config: MaskConfig) -> list[Attribution]:
         masks = self.merge(tm, config).cpu()

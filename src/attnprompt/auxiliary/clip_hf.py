@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from ..errors import AttnPromptError
-from ..geometry import mean_color
+from ..geometry import SquareResize, mean_color
 from .base import ClipAuxiliary, dtype_kwargs, load_from_hub_or_dir, register_backend, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
-__all__ = ["HFClip", "load_hf_clip"]
+__all__ = ["HFClip", "load_hf_clip", "hf_square_resize"]
 
 
 class HFClip(ClipAuxiliary):
@@ -73,6 +73,10 @@ class HFClip(ClipAuxiliary):
     def grid_size(self) -> int:
         return self.image_size // int(self.model.config.vision_config.patch_size)
 
+    @property
+    def square_resize(self) -> SquareResize | None:
+        return hf_square_resize(self.processor)
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
         return pixels.to(self.device, self.dtype)
@@ -92,6 +96,34 @@ class HFClip(ClipAuxiliary):
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         out = self.model.text_model(**tokens)
         return self.model.text_projection(out.pooler_output)
+
+
+def hf_square_resize(processor: Any) -> SquareResize | None:
+    """What a PIL-backend CLIP-style image processor does first to a square image, if it is a plain resize.
+
+    ``(side, filter)`` when it resizes the shortest edge (or both sides) to ``side`` with a PIL
+    filter and centre-crops ``side x side`` (a no-op on the resized square); ``None`` otherwise.
+    """
+    size, crop = getattr(processor, "size", None), getattr(processor, "crop_size", None)
+    resample = getattr(processor, "resample", None)
+    if not getattr(processor, "do_resize", False) or size is None or resample is None:
+        return None
+    if any(c.__name__ in ("TorchvisionBackend", "BaseImageProcessorFast") for c in type(processor).__mro__):
+        return None  # torchvision backends resize with their own kernels, not PIL's
+    get = (lambda d, k: d.get(k)) if isinstance(size, dict) else getattr
+    side = get(size, "shortest_edge")
+    if side is None and get(size, "height") is not None and get(size, "height") == get(size, "width"):
+        side = get(size, "height")
+    if side is None:
+        return None
+    if getattr(processor, "do_center_crop", False):
+        cget = (lambda d, k: d.get(k)) if isinstance(crop, dict) else getattr
+        if crop is None or cget(crop, "height") != side or cget(crop, "width") != side:
+            return None
+    try:
+        return int(side), int(resample)
+    except (TypeError, ValueError):
+        return None
 
 
 def _load_image_processor(source: str, **kw: Any) -> Any:

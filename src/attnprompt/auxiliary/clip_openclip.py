@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import AttnPromptError
-from ..geometry import mean_color
+from ..geometry import SquareResize, mean_color
 from .base import DEFAULT_MODEL, ClipAuxiliary, register_backend, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
@@ -123,6 +123,23 @@ class OpenClip(ClipAuxiliary):
     def grid_size(self) -> int:
         grid = self.model.visual.grid_size
         return int(grid[0] if isinstance(grid, (tuple, list)) else grid)
+
+    @property
+    def square_resize(self) -> SquareResize | None:
+        # open_clip's eval transform: Resize(side) then CenterCrop(side) on the PIL image.
+        steps = list(getattr(self._preprocess, "transforms", []))
+        if len(steps) < 2 or type(steps[0]).__name__ != "Resize" or type(steps[1]).__name__ != "CenterCrop":
+            return None
+        size, crop = steps[0].size, steps[1].size
+        side = size if isinstance(size, int) else (size[0] if len(size) == 1 else None)
+        if side is None or getattr(steps[0], "max_size", None) is not None or tuple(crop) != (side, side):
+            return None
+        try:
+            from torchvision.transforms.functional import pil_modes_mapping
+        except ImportError:
+            return None
+        resample = pil_modes_mapping.get(steps[0].interpolation)
+        return None if resample is None else (int(side), int(resample))
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         pixels = torch.stack([self._preprocess(im) for im in images])

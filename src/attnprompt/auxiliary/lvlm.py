@@ -125,7 +125,7 @@ class LvlmAuxiliary(Auxiliary):
         self.layers(config)
 
     def view(self, image: Image.Image, geometry: str) -> View:
-        if geometry == "aligned":
+        if geometry in ("aligned", "auto"):  # an LVLM reads the whole image at once: auto is aligned
             return self.family.aligned_view(self, image)
         return make_view(image, geometry)
 
@@ -192,7 +192,9 @@ class LvlmAuxiliary(Auxiliary):
             per_layer = [torch.stack([capture.records[l][c][i] for c in calls]).mean(dim=0) for l in layers]
             values = torch.stack(per_layer).mean(dim=0).float().cpu()  # [rows * cols]
             attention = values.reshape(grid.rows, grid.cols)
-            mask = mapmath.postprocess_single_map(attention[None], enhance_coe=config.enhance, kernel=config.kernel)[0]
+            mask = mapmath.postprocess_single_map(attention[None], enhance_coe=config.enhance, kernel=config.kernel,
+                                                  kernel_grid=config.kernel_grid,
+                                                  strict_order=config.strict_order)[0]
             results.append(Attribution(mask=mask, maps={"attention": attention}, answer=answer.strip()))
         return results
 

@@ -44,7 +44,10 @@ class Llava(Family):
         return grids
 
     def aligned_view(self, aux, image: Image.Image) -> View:  # type: ignore[no-untyped-def]
-        return make_view(image, "aligned", aux.pad_color)
+        from .clip_hf import hf_square_resize
+
+        resize = hf_square_resize(getattr(aux.processor, "image_processor", None))
+        return make_view(image, "aligned", aux.pad_color, resize=resize)
 
 
 register_family(Llava())

@@ -17,6 +17,7 @@ A crash loses at most the batch in flight; rerunning the same command resumes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from PIL import Image
 
 from ..errors import AttnPromptError
+from ..styles import STYLES
 from ..io import (
     JSONError, ManifestRow, append_jsonl, atomic_write_text, confined_path, load_image, load_json, read_jsonl_tolerant,
     safe_stem, unicode_problem,
@@ -77,6 +79,15 @@ def _check_run(out: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
 
 
+def _settings_slug(settings: tuple[tuple[str, Any], ...]) -> str:
+    """A short, readable folder suffix for a condition's mask settings (plus a digest: unique)."""
+    if not settings:
+        return ""
+    text = ",".join(f"{k}={v}" for k, v in settings)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return "-" + "-".join(str(v) if k == "style" else f"{k}{v}" for k, v in settings)[:40] + "-" + digest
+
+
 def make_masks(
     items: Sequence[Item],
     prompter: Any,
@@ -92,7 +103,7 @@ def make_masks(
     for i, it in enumerate(items):
         query = _query(it)
         # Checked here, by item, so an error names the item and not its place in a batch.
-        problem = "empty question" if not query else unicode_problem(query)
+        problem = "empty" if not query else unicode_problem(query)
         rows.append(ManifestRow(id=it.id, image=it.image, question=query, line=i + 1,
                                 error=f"item {it.id}: question is {problem}" if problem else None))
     run_manifest(prompter, rows, folder, batch_size=batch_size, progress=progress)
@@ -265,15 +276,24 @@ def evaluate(
                       "limit": limit, "preset": preset,
                       "auxiliary": {m: _model_name(auxiliaries[m]) for m in sorted(masks_needed)}})
 
-    images: dict[str | None, Mapping[str, str | Exception]] = {None: {}}
+    images: dict[Any, Mapping[str, str | Exception]] = {None: {}}
     for m in sorted(masks_needed):
         aux = auxiliaries[m]
         prompter = aux if isinstance(aux, Prompter) else Prompter(str(aux), kind=m, preset=preset, device=device,
                                                                    dtype=dtype)
-        name = mask_folder_name(m, _model_name(aux), preset, mask_identity(prompter))
-        folder = Path(masks_dir) / name if masks_dir else root / "masks" / name
-        _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
-        images[m] = make_masks(items, prompter, folder, batch_size=batch_size, progress=progress)
+        # one set of prompt images per distinct mask setting (api-clip, api-clip:blur, ...)
+        for settings in dict.fromkeys(c.settings for c in conds if c.mask == m):
+            variant = prompter
+            if settings:
+                variant = Prompter(auxiliary=prompter.auxiliary, preset=prompter.config, **dict(settings))
+            if STYLES[variant.config.style].images > 1 and not getattr(target, "multi_image", False):
+                raise AttnPromptError(f"style {variant.config.style} gives {STYLES[variant.config.style].images} "
+                                      f"images per question; target {target.name} takes one")
+            name = mask_folder_name(m, _model_name(aux), f"{preset or 'default'}{_settings_slug(settings)}",
+                                    mask_identity(variant))
+            folder = Path(masks_dir) / name if masks_dir else root / "masks" / name
+            _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
+            images[(m, settings)] = make_masks(items, variant, folder, batch_size=batch_size, progress=progress)
 
     records: dict[str, dict[str, dict[str, Any]]] = {}
     identity, digests = target_identity(target), FileDigests()
@@ -283,7 +303,8 @@ def evaluate(
         previous = None
         if c.reflects:
             previous = {k: r["answer"] for k, r in records["original"].items()}
-        records[c.name] = _answer_condition(c, items, target, images[c.mask], previous,
+        records[c.name] = _answer_condition(c, items, target, images[(c.mask, c.settings) if c.mask else None],
+                                            previous,
                                             root / "answers" / f"{safe_stem(c.name)}.jsonl",
                                             chunk=max(1, batch_size) * 4, progress=progress, identity=identity,
                                             digests=digests)
