@@ -265,7 +265,8 @@ def test_styled_conditions_get_their_own_prompt_images(pope, tmp_path, tiny_clip
                      data_options={"splits": ["random"]}, progress=False)
     assert set(result["conditions"]) == {"original", "api-clip", "api-clip:blur", "api-clip:crop:margin=0"}
     folders = sorted(p.name for p in (out / "masks").iterdir())
-    assert len(folders) == 3 and folders[0] == f"clip-{tiny_clip_dir.name}-default"
+    # each name ends in a hash of the auxiliary's identity and its mask settings
+    assert len(folders) == 3 and folders[0].startswith(f"clip-{tiny_clip_dir.name}-default-")
     crop_dir = next(out / "masks" / f for f in folders if "-crop-" in f)
     records = [json.loads(x) for x in (crop_dir / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == 5 and all(r["style"] == "crop" and len(r["boxes"]) == 1 for r in records)

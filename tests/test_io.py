@@ -407,13 +407,13 @@ def test_jsonl_manifest_rows_errors_and_relative_paths(tmp_path: Path) -> None:
 
     assert by_line[1] == ManifestRow("a", str(sub / "imgs" / "a.png"), "what is it?", 1, None)
     assert by_line[3] == ManifestRow("7", absolute, "q7", 3, None)
-    assert by_line[4].error is not None and by_line[4].error.startswith("line 4: invalid JSON")
+    assert by_line[4].error is not None and by_line[4].error.startswith("invalid JSON")
     assert by_line[5].error == "missing key 'question'" and by_line[5].id == "c"
     assert by_line[6].error == "'question' must be a string, got number"
-    assert by_line[7].error == "line 7: expected a JSON object, got array"
+    assert by_line[7].error == "expected a JSON object, got array"
     assert by_line[8].error == "duplicate id 'a' (first on line 1)"
     assert by_line[8].image == str(sub / "again.png")
-    assert by_line[10].error == "line 10: 'id' must be a string or integer, got boolean"
+    assert by_line[10].error == "'id' must be a string or integer, got boolean"
     assert by_line[11].error == "duplicate id '7' (first on line 3)"
     assert [r.line for r in rows if r.error is None] == [1, 3]
     for row in rows:
@@ -464,11 +464,11 @@ def test_csv_manifest(tmp_path: Path) -> None:
     by_line = {r.line: r for r in rows}
     assert by_line[2] == ManifestRow("1", str(tmp_path / "imgs" / "a.png"), "What is this, exactly?", 2)
     assert by_line[3] == ManifestRow("2", str(tmp_path / "b.png"), "second", 3)
-    assert by_line[5].error == "line 5: 5 fields but the header has 4 (quote fields that contain commas)"
+    assert by_line[5].error == "5 fields but the header has 4 (quote fields that contain commas)"
     assert by_line[6].error == "duplicate id '2' (first on line 3)"
     assert by_line[7].error == "empty 'image'"
     assert by_line[8] == ManifestRow("5", str(tmp_path / "e.png"), "line one\nline two", 8)
-    assert by_line[10].error == "line 10: 2 fields, no value for question"
+    assert by_line[10].error == "2 fields, no value for question"
     assert by_line[11] == ManifestRow("7", str(tmp_path / "abs.png"), "absolute", 11)
 
 
@@ -509,7 +509,7 @@ def test_invalid_utf8_line_is_a_row_error(tmp_path: Path) -> None:
     good = json.dumps({"id": "ok", "image": "a.png", "question": "q"}).encode()
     manifest.write_bytes(b'{"id": "\xff"}\n' + good + b"\n")
     rows = read_manifest(manifest)
-    assert [(r.line, r.error) for r in rows] == [(1, "line 1: not valid UTF-8 (byte 8)"), (2, None)]
+    assert [(r.line, r.error) for r in rows] == [(1, "not valid UTF-8 (byte 8)"), (2, None)]
 
 
 # ---------------------------------------------------------------------------------------------

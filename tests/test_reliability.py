@@ -7,6 +7,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from PIL import Image
@@ -165,7 +166,7 @@ def test_deep_json_is_a_clear_error_everywhere(tmp_path, capsys):
     # input manifest: one bad row
     (tmp_path / "m.jsonl").write_bytes(DEEP + b"\n")
     [row] = read_manifest(tmp_path / "m.jsonl")
-    assert row.error == "line 1: invalid JSON (nested too deeply)"
+    assert row.error == "invalid JSON (nested too deeply)"
     # output manifest: a damaged middle line names its line
     (tmp_path / "o.jsonl").write_bytes(DEEP + b'\n{"id": "a"}\n')
     with pytest.raises(AttnPromptError, match="line 1: malformed line: invalid JSON"):
@@ -332,7 +333,9 @@ def test_malformed_rows_report_their_line(capsys, tmp_path, tiny_clip_dir):
                "--model", str(tiny_clip_dir), "--device", "cpu", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "failed: : line 2: not valid UTF-8" in err
+    assert "failed: line 2: not valid UTF-8" in err
+    records = read_jsonl_tolerant(tmp_path / "o" / "manifest.jsonl")
+    assert {r["line"] for r in records if r["status"] == "error"} == {2, 3}
     assert "failed: e: empty 'question'" in err and "query 0" not in err
 
 
@@ -366,5 +369,20 @@ def test_masks_manifest_cannot_point_outside(tmp_path, tiny_clip_dir, pope_dir):
     forged[0]["output"] = str(secret)
     forged[1]["output"] = "../secret.png"
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in forged))
+    before = secret.read_bytes()
     images = make_masks(items, prompter, folder, progress=False)
-    assert all(isinstance(v, AttnPromptError) and "outside" in str(v) for v in images.values())
+    # the forged records are not taken for finished work: the masks are made again, inside the folder
+    assert sorted(images) == sorted(it.id for it in items)
+    for path in images.values():
+        assert isinstance(path, str) and Path(path).resolve().parent == folder.resolve()
+    assert secret.read_bytes() == before
+    # and a record that still names an outside file (a finished id) is refused, never read
+    records = read_jsonl_tolerant(folder / "manifest.jsonl")
+    records[0]["output"] = str(secret)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    from attnprompt.bench import run as run_module
+
+    with mock.patch.object(run_module, "read_jsonl_tolerant", lambda path: records):
+        with mock.patch("attnprompt.jobs.run_manifest", lambda *a, **k: None):
+            images = make_masks(items, prompter, folder, progress=False)
+    assert isinstance(images[records[0]["id"]], AttnPromptError) and "outside" in str(images[records[0]["id"]])

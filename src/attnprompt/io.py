@@ -41,6 +41,7 @@ __all__ = [
     "atomic_save_image",
     "append_jsonl",
     "read_jsonl_tolerant",
+    "json_line",
     "JSONError",
     "load_json",
     "unicode_problem",
@@ -526,10 +527,6 @@ def _mark_duplicates(rows: list[ManifestRow]) -> list[ManifestRow]:
     first_line: dict[str, int] = {}
     out: list[ManifestRow] = []
     for row in rows:
-        if row.error and not row.id:
-            # Without an id the line is the only way to find the row in the file (error records
-            # and the summary show the error text, not ManifestRow.line).
-            row = ManifestRow(row.id, row.image, row.question, row.line, f"line {row.line}: {row.error}")
         if row.id and row.id in first_line:
             duplicate = f"duplicate id {row.id!r} (first on line {first_line[row.id]})"
             error = duplicate if row.error is None else f"{row.error}; {duplicate}"
@@ -779,6 +776,21 @@ def _parse_record(raw: bytes) -> dict[str, Any] | str:
     return value if isinstance(value, dict) else f"expected a JSON object, got {_json_type(value)}"
 
 
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as one JSON line (newline included) that always encodes as UTF-8.
+
+    No indent, so the line holds no raw newline (newlines in strings are escaped). Text is kept
+    as is, except in a record holding a lone surrogate (an id from a ``"\\udc80"`` escape): it has
+    no UTF-8 form, so that record is written as ASCII JSON, whose escapes read back equal.
+    """
+    text = json.dumps(record, ensure_ascii=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record, ensure_ascii=True) + "\n"
+    return text
+
+
 def append_jsonl(path: StrPath, record: dict[str, Any]) -> None:
     """Append ``record`` as one JSON line to ``path`` (created if missing), flushed and fsynced.
 
@@ -792,14 +804,7 @@ def append_jsonl(path: StrPath, record: dict[str, Any]) -> None:
     """
     if not isinstance(record, dict):
         raise TypeError(f"record must be a dict, got {type(record).__name__}")
-    # No indent, so the line holds no raw newline (newlines in strings are escaped).
-    text = json.dumps(record, ensure_ascii=False) + "\n"
-    try:
-        line = text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (an id from a "\udc80" escape) has no UTF-8 form; ASCII JSON writes it
-        # as the same escape, so the record reads back equal instead of killing the job.
-        line = (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+    line = json_line(record).encode("utf-8")
     target = os.fsdecode(os.fspath(path))
     created = not os.path.exists(target)
     try:
