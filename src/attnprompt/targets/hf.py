@@ -54,11 +54,12 @@ class HFTarget:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.cache = cache
+        self._identity = model_identity(str(getattr(self.model, "name", model)))  # once: it lists the folder
 
     def settings(self) -> dict[str, Any]:
         """Everything besides image and prompt that changes an answer (part of every cache key)."""
         return {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "dtype": str(self.model.dtype),
-                "device": torch.device(self.model.device).type, "model": model_identity(self.model.name)}
+                "device": torch.device(self.model.device).type, "model": self._identity}
 
     def answer(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[str]:
         """One greedy answer per (image, prompt), in order."""
