@@ -18,7 +18,9 @@ from unittest import mock
 
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+from tests.conftest import import_or_fail_in_ci
+
+import_or_fail_in_ci("hypothesis", "hypothesis (pip install 'hypothesis>=6.80')", "CI installs the test extra")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -140,11 +142,12 @@ EVAL_OPTIONS = st.sampled_from(["--batch-size", "--max-new-tokens", "--limit", "
 @given(pairs=st.lists(st.tuples(EVAL_OPTIONS, OPTION_VALUES), min_size=1, max_size=2))
 def test_cli_eval_option_values_contract(pairs):
     # no data folder and no server: every example ends in an error line (never a traceback)
-    argv = ["eval", "--benchmark", "pope", "--data", "/nonexistent/attnprompt", "--target", "m",
-            "--endpoint", "http://127.0.0.1:9/v1", "--out", tempfile.mkdtemp()]
-    for option, value in pairs:
-        argv += [f"{option}={value}"]
-    rc, _, err = run_cli(argv, None)
+    with tempfile.TemporaryDirectory() as out:
+        argv = ["eval", "--benchmark", "pope", "--data", "/nonexistent/attnprompt", "--target", "m",
+                "--endpoint", "http://127.0.0.1:9/v1", "--out", out]
+        for option, value in pairs:
+            argv += [f"{option}={value}"]
+        rc, _, err = run_cli(argv, None)
     assert_contract(rc, err)
     assert rc != 0
 

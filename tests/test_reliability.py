@@ -12,6 +12,8 @@ from unittest import mock
 import pytest
 from PIL import Image
 
+from tests.conftest import import_or_fail_in_ci
+
 from attnprompt import AttnPromptError
 from attnprompt.cli import main
 from attnprompt.io import append_jsonl, confined_path, load_json, read_jsonl_tolerant, read_manifest
@@ -106,7 +108,7 @@ def test_two_auxiliary_folders_with_one_name_get_their_own_masks(tmp_path, tiny_
 
 
 def test_changed_endpoint_or_max_tokens_asks_again(capsys, tmp_path, tiny_clip_dir, pope_dir):
-    pytest.importorskip("openai")
+    import_or_fail_in_ci("openai", "the openai client (pip install 'openai>=1.0')", "CI installs the test extra")
     from attnprompt.testing_server import FakeChatServer
 
     run = tmp_path / "R"
@@ -304,7 +306,7 @@ def test_report_of_damaged_scores(capsys, tmp_path, content):
 
 
 def test_eval_shows_answered_of_total_and_exits_1(capsys, tmp_path):
-    pytest.importorskip("openai")
+    import_or_fail_in_ci("openai", "the openai client (pip install 'openai>=1.0')", "CI installs the test extra")
     from attnprompt.shapes.folders import write_pope
     from attnprompt.testing_server import FakeChatServer
 

@@ -183,6 +183,11 @@ def _id(row: dict[str, Any], key: str) -> str:
     return str(value)
 
 
+def _not_valid(error: JSONError) -> str:
+    """``not valid JSON (why)`` / ``not valid UTF-8 (byte N)``."""
+    return error.reason.replace("invalid JSON", "not valid JSON", 1)
+
+
 def _read_json(bench: str, path: Path) -> Any:
     try:
         data = path.read_bytes()
@@ -191,7 +196,7 @@ def _read_json(bench: str, path: Path) -> Any:
     try:
         return load_json(data)
     except JSONError as e:
-        raise AttnPromptError(f"{bench}: {path} is not valid JSON ({e.reason}); see {DOCS}") from None
+        raise AttnPromptError(f"{bench}: {path} is {_not_valid(e)}; see {DOCS}") from None
 
 
 def _jsonl(path: Path, log: _Log) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -208,7 +213,7 @@ def _jsonl(path: Path, log: _Log) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 obj = load_json(line)
             except JSONError as e:
-                log.bad(f"{path}:{lineno}", e.reason)
+                log.bad(f"{path}:{lineno}", _not_valid(e))
                 continue
             if not isinstance(obj, dict):
                 log.bad(f"{path}:{lineno}", "not a JSON object")
