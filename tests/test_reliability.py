@@ -288,11 +288,12 @@ def test_damaged_model_folder_is_one_line_naming_folder_and_file(capsys, tmp_pat
 # -- defect 12 -----------------------------------------------------------------------------------
 
 
-def test_out_dir_that_is_a_file(capsys, tmp_path):
+def test_out_dir_that_is_a_file(capsys, tmp_path, tiny_clip_dir):
     (tmp_path / "m.jsonl").write_text(json.dumps({"id": 1, "image": "a.png", "question": "q"}) + "\n")
     (tmp_path / "file").write_text("")
-    rc = main(["annotate", "--manifest", str(tmp_path / "m.jsonl"), "--out-dir", str(tmp_path / "file")])
-    one_line_error(capsys, rc, "not a folder")
+    rc = main(["annotate", "--manifest", str(tmp_path / "m.jsonl"), "--out-dir", str(tmp_path / "file"),
+               "--model", str(tiny_clip_dir), "--device", "cpu"])
+    one_line_error(capsys, rc, str(tmp_path / "file"), "is a file")
 
 
 @pytest.mark.parametrize("content", ["{}", "[]", '{"benchmark": "pope", "target": "t", "conditions": {"a": 1}, '

@@ -279,8 +279,6 @@ def _annotate(args: argparse.Namespace) -> int:
         raise AttnPromptError("--query is required with an IMAGE")
     if args.manifest and not args.out_dir:
         raise AttnPromptError("--out-dir is required with --manifest")
-    if args.out_dir and os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise AttnPromptError(f"--out-dir {args.out_dir}: exists and is not a folder")
     if args.workers is not None and args.workers < 1:
         raise AttnPromptError("--workers must be at least 1")
     encoding = ImageEncoding(args.image_format, args.quality, args.png_compress_level)
