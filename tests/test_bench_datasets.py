@@ -479,3 +479,19 @@ def test_load_from_hub_offline_error_and_rows(monkeypatch, tmp_path):
         items = load_from_hub("pope", "lmms-lab/POPE", "test", image_cache_dir=tmp_path)
     assert items == [Item("popular-1", str(tmp_path / "000000.png"), "Is there a dog in the image?" + SHORT_ANSWER_SUFFIX, ("yes",), "popular")]
     assert (tmp_path / "000000.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# the auxiliary's query and the target's instruction are kept apart
+
+
+@pytest.mark.parametrize("suffix", [None, "\nAnswer in French, in one word.", ""])
+def test_items_carry_the_query_apart_from_the_instruction(tmp_path, suffix):
+    options = {} if suffix is None else {"prompt_suffix": suffix}
+    items = load_benchmark("pope", make_pope(tmp_path), **options)
+    want = SHORT_ANSWER_SUFFIX if suffix is None else suffix
+    for it in items:
+        assert it.instruction == want and it.question == it.query + want
+        assert it.query.startswith("Is there a") and it.query.endswith("in the image?")  # no instruction in it
+    mmvet = load_benchmark("mmvet", make_mmvet(tmp_path / "mmvet"), prompt_suffix="\nBe brief.")
+    assert all(it.question.endswith("\nBe brief.") and "Be brief" not in it.query for it in mmvet)

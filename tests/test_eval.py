@@ -270,3 +270,17 @@ def test_styled_conditions_get_their_own_prompt_images(pope, tmp_path, tiny_clip
     crop_dir = next(out / "masks" / f for f in folders if "-crop-" in f)
     records = [json.loads(x) for x in (crop_dir / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == 5 and all(r["style"] == "crop" and len(r["boxes"]) == 1 for r in records)
+
+
+def test_a_custom_prompt_suffix_stays_out_of_the_auxiliary_query(tmp_path, tiny_prompter):
+    from attnprompt.bench.benchmarks import load_benchmark
+    from attnprompt.bench.run import make_masks
+
+    root = tmp_path / "pope"
+    _make_pope(root)
+    items = load_benchmark("pope", root, splits=["random"], prompt_suffix="\nReply in French.")
+    assert all(it.question.endswith("\nReply in French.") for it in items)
+    make_masks(items, tiny_prompter, tmp_path / "masks", progress=False)
+    records = [json.loads(x) for x in (tmp_path / "masks" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["id"]: r["question"] for r in records} == {it.id: it.query for it in items}
+    assert not any("French" in r["question"] for r in records)

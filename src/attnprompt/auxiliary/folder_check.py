@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 
 from ..errors import AttnPromptError
-from ..io import JSONError, load_json
+from ..files.jsondata import JSONError, load_json
 
 __all__ = ["check_model_folder"]
 

@@ -41,7 +41,7 @@ class HFTarget:
         cache: AnswerCache | None = None,
         auxiliary: Any = None,
     ) -> None:
-        from ..auxiliary.base import load_auxiliary
+        from ..auxiliary.dispatch import load_auxiliary
 
         from ..errors import AttnPromptError
 
