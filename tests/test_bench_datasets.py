@@ -214,8 +214,10 @@ def test_missing_image_kept_with_one_warning(tmp_path):
 def test_missing_file_error_names_file_and_layout(tmp_path):
     root = make_pope(tmp_path)
     (root / "coco_pope_popular.json").unlink()
+    with pytest.warns(BenchmarkDataWarning, match="split.s. popular not found"):
+        assert len(load_benchmark("pope", root)) == 4  # the splits present are read
     with pytest.raises(AttnPromptError) as e:
-        load_benchmark("pope", root)
+        load_benchmark("pope", root, splits="random,popular")  # a split asked for must be there
     msg = str(e.value)
     assert str(root / "coco_pope_popular.json") in msg
     assert "expected layout" in msg and "docs/benchmarks.md" in msg
@@ -430,10 +432,10 @@ def test_mmbench_malformed_rows_skipped(tmp_path):
 
 
 def test_registry():
-    assert set(BENCHMARKS) == {"mmvet", "llavabench", "pope", "mme", "textvqa", "vizwiz", "mmbench"}
+    assert set(BENCHMARKS) == {"mmvet", "llavabench", "pope", "mme", "textvqa", "vizwiz", "mmbench", "mmmu"}
     assert {n: s.scorer for n, s in BENCHMARKS.items()} == {
         "mmvet": "mmvet-judge", "llavabench": "llavabench-judge", "pope": "pope", "mme": "mme",
-        "textvqa": "vqa", "vizwiz": "vqa", "mmbench": "mmbench"}
+        "textvqa": "vqa", "vizwiz": "vqa", "mmbench": "mmbench", "mmmu": "mmmu"}
     assert BENCHMARKS["vizwiz"].prompt_suffix == VIZWIZ_SUFFIX
     assert BENCHMARKS["mmvet"].prompt_suffix == ""
     assert "TextVQA_0.5.1_val.json" in BENCHMARKS["textvqa"].files

@@ -74,9 +74,9 @@ def test_rerun_with_another_auxiliary_recomputes(capsys, tmp_path, pope_dir, sec
     assert _answers(run, "api-clip") == _answers(fresh, "api-clip")
     assert json.loads((run / "scores.json").read_text())["conditions"] == \
         json.loads((fresh / "scores.json").read_text())["conditions"]
-    # one current record per id, and each auxiliary has its own masks
+    # one current record per id, and each auxiliary has its own masks in the store
     assert len((run / "answers" / "api-clip.jsonl").read_text().splitlines()) == 6
-    assert len(list((run / "masks").iterdir())) == 2
+    assert len(list((run / "masks").glob("*.png"))) == 12
     assert first.keys() == _answers(run, "api-clip").keys()
     # and back: the first answers again (recomputed or from the answer cache), not the second's
     assert _eval(capsys, pope_dir, run, "--aux-clip", "shapes-clip") == 0
@@ -93,18 +93,16 @@ def test_rerun_with_other_generation_settings_recomputes(capsys, tmp_path, pope_
 
 
 def test_two_auxiliary_folders_with_one_name_get_their_own_masks(tmp_path, tiny_clip_dir):
-    """Masks are kept per auxiliary identity, not per folder name."""
+    """Masks are keyed by the auxiliary's identity (its real folder and files), not its name."""
     from attnprompt import Prompter
-    from attnprompt.bench.keys import mask_folder_name, mask_identity
+    from attnprompt.bench.masks import auxiliary_identity, mask_key
     from attnprompt.testing import make_tiny_clip_dir
 
     twin = make_tiny_clip_dir(tmp_path / "x" / tiny_clip_dir.name, seed=3, layers=4, image_size=32, patch_size=8)
-    names = {mask_folder_name("clip", d.name, None, mask_identity(Prompter(str(d), device="cpu")))
-             for d in (tiny_clip_dir, twin)}
-    assert len(names) == 2
+    keys = {mask_key("img", "q", auxiliary_identity(Prompter(str(d), device="cpu"))) for d in (tiny_clip_dir, twin)}
+    assert len(keys) == 2
     gray = Prompter(str(tiny_clip_dir), device="cpu", gray=128)
-    assert mask_folder_name("clip", "c", None, mask_identity(gray)) not in {
-        mask_folder_name("clip", "c", None, mask_identity(Prompter(str(tiny_clip_dir), device="cpu")))}
+    assert mask_key("img", "q", auxiliary_identity(gray)) not in keys
 
 
 def test_changed_endpoint_or_max_tokens_asks_again(capsys, tmp_path, tiny_clip_dir, pope_dir):
@@ -225,8 +223,7 @@ def test_eval_device_and_dtype_reach_the_clip_auxiliary(tmp_path, tiny_clip_dir,
     run_module.evaluate("pope", pope_dir, Echo(), "original,api-clip", tmp_path / "R", clip=str(tiny_clip_dir),
                         limit=2, progress=False, device="cpu", dtype="bfloat16", n_boot=10)
     assert seen == [("cpu", "bfloat16")]
-    [folder] = (tmp_path / "R" / "masks").iterdir()
-    assert len(list(folder.glob("*.png"))) == 2
+    assert len(list((tmp_path / "R" / "masks").glob("*.png"))) == 2
 
 
 # -- defect 10: option checks ---------------------------------------------------------------------
@@ -359,33 +356,34 @@ def test_confined_path(tmp_path):
 def test_masks_manifest_cannot_point_outside(tmp_path, tiny_clip_dir, pope_dir):
     from attnprompt import Prompter
     from attnprompt.bench.datasets import load_benchmark
-    from attnprompt.bench.run import make_masks
+    from attnprompt.bench.masks import make_masks
 
     items = load_benchmark("pope", pope_dir, limit=2, splits=["random"])
+    wanted = [(it.image, it.query) for it in items]
     prompter = Prompter(str(tiny_clip_dir), device="cpu")
     folder = tmp_path / "masks"
-    assert all(isinstance(v, str) for v in make_masks(items, prompter, folder, progress=False).values())
+    made, _, _ = make_masks(wanted, prompter, folder, progress=False)
+    assert all(isinstance(v, str) for v in made)
     secret = tmp_path / "secret.png"
     Image.new("RGB", (8, 8)).save(secret)
-    lines = (folder / "manifest.jsonl").read_text().splitlines()
-    forged = [json.loads(x) for x in lines]
+    before = secret.read_bytes()
+    forged = read_jsonl_tolerant(folder / "manifest.jsonl")
     forged[0]["output"] = str(secret)
     forged[1]["output"] = "../secret.png"
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in forged))
-    before = secret.read_bytes()
-    images = make_masks(items, prompter, folder, progress=False)
+    made, _, _ = make_masks(wanted, prompter, folder, progress=False)
     # the forged records are not taken for finished work: the masks are made again, inside the folder
-    assert sorted(images) == sorted(it.id for it in items)
-    for path in images.values():
+    assert len(made) == 2
+    for path in made:
         assert isinstance(path, str) and Path(path).resolve().parent == folder.resolve()
     assert secret.read_bytes() == before
-    # and a record that still names an outside file (a finished id) is refused, never read
+    # a record that still names an outside file is refused, never read
     records = read_jsonl_tolerant(folder / "manifest.jsonl")
     records[0]["output"] = str(secret)
-    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    from attnprompt.bench import run as run_module
+    from attnprompt.bench import masks as masks_module
 
-    with mock.patch.object(run_module, "read_jsonl_tolerant", lambda path: records):
-        with mock.patch("attnprompt.jobs.run_manifest", lambda *a, **k: None):
-            images = make_masks(items, prompter, folder, progress=False)
-    assert isinstance(images[records[0]["id"]], AttnPromptError) and "outside" in str(images[records[0]["id"]])
+    with mock.patch.object(masks_module, "read_jsonl_tolerant", lambda path: records), \
+            mock.patch("attnprompt.jobs.run_manifest", lambda *a, **k: mock.Mock(done=0)):
+        made, _, _ = make_masks(wanted, prompter, folder, progress=False)
+    refused = [m for m in made if isinstance(m, AttnPromptError)]
+    assert len(refused) == 1 and "outside" in str(refused[0])

@@ -1,13 +1,11 @@
-"""What identifies a stored answer and a folder of masks in an ``eval`` run folder.
+"""What identifies a stored answer in an ``eval`` run folder.
 
 A rerun into the same ``--out`` must never report answers that other settings produced. So
 every answer record carries a key: the sha256 of the target's identity (name, endpoint, every
 generation setting, the model folder's identity), the condition, the exact prompt and the
-bytes of the image that was sent (for an annotated image, that file is the product of the
-auxiliary and every mask setting). A rerun recomputes the answers whose key changed and keeps
-the rest. Masks are kept per auxiliary in a folder whose name ends with a hash of the
-auxiliary's identity and its mask settings (:func:`mask_folder_name`), so another auxiliary
-or another setting gets its own masks instead of reusing stale ones.
+bytes of the image(s) that were sent (an annotated image's file comes from the content-addressed
+mask store, :mod:`attnprompt.bench.masks`, keyed by the auxiliary and every mask setting). A
+rerun recomputes the answers whose key changed and keeps the rest.
 """
 
 from __future__ import annotations
@@ -17,10 +15,7 @@ import json
 import os
 from typing import Any
 
-from ..io import safe_stem
-from ..targets.cache import model_identity
-
-__all__ = ["target_identity", "mask_identity", "mask_folder_name", "answer_key", "FileDigests"]
+__all__ = ["target_identity", "answer_key", "FileDigests"]
 
 #: Bump when the meaning of a key changes (old answers then simply stop matching).
 ANSWER_KEY_VERSION = 1
@@ -36,19 +31,6 @@ def target_identity(target: Any) -> dict[str, Any]:
     settings = getattr(target, "settings", None)
     return {"name": str(target.name), "endpoint": getattr(target, "endpoint", None),
             "settings": settings() if callable(settings) else None}
-
-
-def mask_identity(prompter: Any) -> dict[str, Any]:
-    """The auxiliary model (its folder's identity), its kind, device type, dtype and mask settings."""
-    aux = prompter.auxiliary
-    device = getattr(aux, "device", None)
-    return {"kind": prompter.kind, "model": model_identity(str(aux.name)), "config": prompter.config.to_dict(),
-            "dtype": str(getattr(aux, "dtype", None)), "device": getattr(device, "type", str(device))}
-
-
-def mask_folder_name(kind: str, model_name: str, preset: str | None, identity: dict[str, Any]) -> str:
-    """``clip-<model>-<preset>-<hash of the identity>``: readable, and distinct per identity."""
-    return safe_stem(f"{kind}-{model_name}-{preset or 'default'}", max_len=68) + "-" + _digest(identity)[:10]
 
 
 def answer_key(target: dict[str, Any], condition: str, prompt: str, image: str | None) -> str:
