@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from attnprompt.io import atomic_write_text
+from attnprompt.files import atomic_write_text
 from attnprompt.shapes.benchmarks import vqa
 
 

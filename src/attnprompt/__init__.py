@@ -9,7 +9,8 @@ Public surface:
     MaskConfig, PRESETS, get_preset  every knob, and the named presets as data
 """
 
-from .auxiliary.base import DEFAULT_MODEL, ClipAuxiliary, load_auxiliary
+from .auxiliary.dispatch import DEFAULT_MODEL, load_auxiliary
+from .auxiliary.protocol import ClipAuxiliary
 from .config import DEFAULT_PRESET, PRESETS, MaskConfig, get_preset
 from .errors import AttnPromptError
 from .prompter import Annotation, Prompter, annotate

@@ -244,7 +244,7 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
 
 
 def _load_prompter(args: argparse.Namespace) -> "Prompter":
-    from .auxiliary.base import DEFAULT_MODEL
+    from .auxiliary.dispatch import DEFAULT_MODEL
     from .prompter import Prompter
 
     if args.batch_size < 1:
@@ -268,7 +268,7 @@ def _load_prompter(args: argparse.Namespace) -> "Prompter":
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from .io import atomic_save_image, read_manifest, safe_stem
+    from .files import atomic_save_image, read_manifest, safe_stem
     from .jobs import run_manifest, save_maps
 
     single = args.image is not None
@@ -356,7 +356,7 @@ def _quiet_loading() -> None:
 
 
 def _self_prompt(args: argparse.Namespace) -> int:
-    from .io import atomic_save_image
+    from .files import atomic_save_image
     from .prompter import self_prompt
 
     if args.aux == "clip" or not args.model:
@@ -382,8 +382,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .auxiliary.base import DEFAULT_MODEL
-    from .bench.datasets import BENCHMARKS
+    from .auxiliary.dispatch import DEFAULT_MODEL
+    from .bench.benchmarks import BENCHMARKS
     from .bench.run import evaluate, format_table
     from .targets import AnswerCache
 

@@ -340,7 +340,7 @@ def preset_file_text(config: MaskConfig, kind: str, *, benchmark: str | None = N
 def write_preset_file(path: str | os.PathLike[str], config: MaskConfig, kind: str, *,
                       benchmark: str | None = None, source: str | None = None) -> Path:
     """Write ``config`` as a preset file (atomically); :func:`load_preset_file` reads it back equal."""
-    from .io import atomic_write_text
+    from .files import atomic_write_text
 
     text = preset_file_text(config, kind, benchmark=benchmark, source=source)
     atomic_write_text(path, text)

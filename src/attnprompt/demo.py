@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .errors import AttnPromptError
-from .io import atomic_save_image, atomic_write_text
+from .files import atomic_save_image, atomic_write_text
 
 __all__ = ["run_demo", "DEMO_SCENES"]
 
@@ -39,7 +39,7 @@ def run_demo(
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Run the demo and write ``out/index.html`` (plus pictures and ``results.json``); returns its path."""
-    from .auxiliary.base import load_auxiliary
+    from .auxiliary.dispatch import load_auxiliary
     from .prompter import Prompter
     from .shapes.world import make_scene
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io as _io
 import os
-import sys
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,19 +26,20 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .auxiliary.base import Attribution
-from .errors import AttnPromptError
+from .auxiliary.protocol import Attribution
+from .errors import ROW_ERRORS, AttnPromptError, first_line
+from .files import ManifestRow, atomic_write_bytes, load_image, read_manifest, safe_stem
 from .geometry import View
-from .io import ManifestRow, atomic_write_bytes, load_image, read_manifest, safe_stem
 from .outputs import OUTPUT_MANIFEST, ImageEncoding, OutputFolder, RecordKey
+from .progress import progress_bar
 from .prompter import OUTPUT_FORMATS, Annotation, Prompter
 
 __all__ = ["JobSummary", "run_manifest", "OUTPUT_MANIFEST", "ROW_ERRORS", "annotate_rows", "row_keys",
            "make_record", "encode_outputs", "save_maps", "maps_bytes"]
 
-# Errors that belong to one row (bad input, a model error on that input). Anything else, such as
-# KeyboardInterrupt or MemoryError, stops the run; finished rows are already on disk.
-ROW_ERRORS = (AttnPromptError, ValueError, RuntimeError, OSError)
+# ROW_ERRORS (attnprompt.errors) belong to one row (bad input, a model error on that input).
+# Anything else, such as KeyboardInterrupt or MemoryError, stops the run; finished rows are
+# already on disk.
 
 
 @dataclass
@@ -258,8 +258,8 @@ def run_manifest(
         folder.order = keys
         summary.manifest = folder.manifest
         finished = folder.finished_ids()
-        bar = _progress(sum(1 for r, k in zip(rows, keys) if not r.error and not (k[0] == "id" and r.id in finished)),
-                        progress)
+        bar = progress_bar(sum(1 for r, k in zip(rows, keys) if not r.error and not (k[0] == "id" and r.id in finished)),
+                           desc="annotate", unit="img", enabled=progress)
 
         def record(row: ManifestRow, status: str, output: str | None = None, maps: str | None = None,
                    error: str | None = None, annotation: Annotation | None = None) -> None:
@@ -322,24 +322,7 @@ def message(exc: BaseException) -> str:
     """A row's error as one line."""
     if isinstance(exc, AttnPromptError):
         return str(exc)
-    first = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {first[0] if first else ''}"[:500]
+    return f"{type(exc).__name__}: {first_line(exc, None, empty='')}"[:500]
 
 
 _message = message  # the old private name
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="img", desc="annotate", file=sys.stderr, dynamic_ncols=True)

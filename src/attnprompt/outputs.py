@@ -29,7 +29,7 @@ from typing import IO, Any
 from PIL import Image
 
 from .errors import AttnPromptError
-from .io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl_tolerant
+from .files import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl_tolerant
 
 __all__ = [
     "OUTPUT_MANIFEST",

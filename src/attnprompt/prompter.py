@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .auxiliary.base import DEFAULT_MODEL, Attribution, Auxiliary, ClipAuxiliary, load_auxiliary
+from .auxiliary.dispatch import DEFAULT_MODEL, load_auxiliary
+from .auxiliary.protocol import Attribution, Auxiliary, ClipAuxiliary
 from .auxiliary.clip_common import TokenMaps
 from .config import MaskConfig, get_preset, is_preset_path, presets_for, resolve_preset
 from .errors import AttnPromptError
 from .geometry import View, place_mask
-from .io import load_image
+from .files import load_image
 from .overlay import heatmap, mask_to_u8, to_rgba
 from .styles import Box, render
 
@@ -282,7 +283,7 @@ def self_prompt(prompter: Prompter, image: ImageInput, query: str, **overrides: 
 
 def _model_folder(model: str, auxiliary: Auxiliary | None) -> str | None:
     """Where a model's own preset file may be: its folder (shipped names resolved) or hub id."""
-    from .auxiliary.base import shipped_model
+    from .auxiliary.hub import shipped_model
 
     if auxiliary is not None and model == DEFAULT_MODEL:
         return getattr(auxiliary, "name", None)

@@ -9,7 +9,10 @@ from PIL import Image
 
 from ..errors import AttnPromptError
 from ..geometry import SquareResize, mean_color
-from .base import ClipAuxiliary, dtype_kwargs, load_from_hub_or_dir, register_backend, warn_truncated
+from .devices import dtype_kwargs
+from .dispatch import register_backend
+from .hub import load_from_hub_or_dir
+from .protocol import ClipAuxiliary, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
 __all__ = ["HFClip", "load_hf_clip", "hf_square_resize"]

@@ -18,9 +18,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import AttnPromptError
+from ..errors import AttnPromptError, first_line
 from ..geometry import SquareResize, mean_color
-from .base import DEFAULT_MODEL, ClipAuxiliary, register_backend, warn_truncated
+from .dispatch import DEFAULT_MODEL, register_backend
+from .protocol import ClipAuxiliary, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
 __all__ = ["OpenClip", "load_open_clip", "is_open_clip_name"]
@@ -234,7 +235,7 @@ def load_open_clip(
         )
         tokenizer = open_clip.get_tokenizer(name)
     except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
-        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         hint = "" if pretrained and Path(pretrained).is_file() else (
             "; without hub access, pass a local weights file: --pretrained FILE.safetensors"
         )

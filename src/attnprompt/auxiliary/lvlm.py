@@ -20,9 +20,12 @@ from PIL import Image
 
 from .. import maps as mapmath
 from ..config import MaskConfig, resolve_layer
-from ..errors import AttnPromptError
+from ..errors import AttnPromptError, first_line
 from ..geometry import View, make_view, mean_color
-from .base import Attribution, Auxiliary, check_queries, dtype_kwargs, load_from_hub_or_dir, register_backend
+from .devices import dtype_kwargs
+from .dispatch import register_backend
+from .hub import load_from_hub_or_dir
+from .protocol import Attribution, Auxiliary, check_queries
 from .lvlm_capture import AttentionCapture
 
 __all__ = ["Grid", "Family", "FAMILIES", "register_family", "LvlmAuxiliary", "default_layer", "load_lvlm"]
@@ -147,8 +150,7 @@ class LvlmAuxiliary(Auxiliary):
         try:
             inputs = self.processor(images=list(images), text=prompts, return_tensors="pt", padding=True)
         except (ValueError, TypeError) as exc:  # e.g. prompts without the image token
-            first = str(exc).strip().splitlines()
-            raise AttnPromptError(f"the processor rejected the inputs: {first[0] if first else type(exc).__name__}") from None
+            raise AttnPromptError(f"the processor rejected the inputs: {first_line(exc, None)}") from None
         return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in inputs.items() if isinstance(v, torch.Tensor)}
 

@@ -23,21 +23,20 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from PIL import Image
 
-from ..errors import AttnPromptError
+from ..errors import ROW_ERRORS, AttnPromptError
+from ..files import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from ..progress import progress_bar
 from ..styles import STYLES
-from ..io import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from .benchmarks import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
 from .conditions import Condition, get_conditions
-from .datasets import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
 from .items import Item, Score
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
-
-ROW_ERRORS = (AttnPromptError, OSError, ValueError)
 
 
 class Target(Protocol):
@@ -119,7 +118,7 @@ def _answer_condition(
     old = read_jsonl_tolerant(path) if path.exists() else []
     done = {str(r["id"]): r for r in old if "id" in r and r.get("answer") is not None}
     todo = [it for it in items if it.id not in done]
-    bar = _bar(len(todo), f"answer {condition.name}", progress)
+    bar = progress_bar(len(todo), desc=f"answer {condition.name}", unit="q", enabled=progress)
     try:
         for start in range(0, len(todo), chunk):
             batch = todo[start:start + chunk]
@@ -151,26 +150,12 @@ def _answer_condition(
 
 def score_answers(benchmark: str, items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:
     """Score answers with the benchmark's official scorer (``judge`` for GPT-judged benchmarks)."""
-    from . import scorers
-
-    kind = BENCHMARKS[benchmark].scorer
-    rule_based: dict[str, Callable[..., Score]] = {
-        "vqa": scorers.score_vqa, "pope": scorers.score_pope, "mme": scorers.score_mme,
-        "mmbench": scorers.score_mmbench,
-    }
-    if kind in rule_based:
-        if kind == "mme":
-            return scorers.score_mme(items, answers, strict_pairs=False)
-        return rule_based[kind](items, answers)
-    from . import judges
-
-    if judge is None:
+    spec = BENCHMARKS[benchmark]
+    if spec.scorer.endswith("-judge") and judge is None:
         raise AttnPromptError(f"{benchmark} is scored by a GPT judge: give --judge MODEL (and --judge-endpoint URL)")
-    if kind == "mmvet-judge":
-        return judges.judge_mmvet(items, answers, judge)
-    if kind == "llavabench-judge":
-        return judges.judge_llavabench(items, answers, judge)
-    raise AttnPromptError(f"no scorer {kind!r} for {benchmark}")
+    if spec.score is None:
+        raise AttnPromptError(f"no scorer {spec.scorer!r} for {benchmark}")
+    return spec.score(items, answers, judge)
 
 
 def evaluate(
@@ -304,20 +289,6 @@ def _say(enabled: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled or total == 0:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="q", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
 # --- tables ---------------------------------------------------------------------------------------

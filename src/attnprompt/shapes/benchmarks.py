@@ -337,7 +337,7 @@ def vqa(
     auxiliary's default preset). Answers are exact matches after lower-casing and stripping.
     Each condition's difference to ``original`` comes with a paired bootstrap 95% CI.
     """
-    from ..auxiliary.base import load_auxiliary
+    from ..auxiliary.dispatch import load_auxiliary
     from ..prompter import Prompter
 
     say = progress or (lambda _msg: None)

@@ -11,6 +11,9 @@ same ground truth. Cells that fall entirely outside the image (letterbox padding
 - mass ratio: the share of the (min-max normalised) map's mass on the object's pixels divided by
   the object's share of the image (1 = no better than a uniform map);
 - rank-1: the object has the highest mean map value among the scene's objects.
+
+The shapes CLIP trainer's probe (:func:`attnprompt.shapes.train_clip.pointing_accuracy`) scores
+its maps with the same layout (:func:`pointing_cells`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from ..geometry import View
 
-__all__ = ["CellLayout", "cell_layout", "Scores", "score_map", "centre_map", "uniform_scores"]
+__all__ = ["CellLayout", "cell_layout", "Scores", "score_map", "centre_map", "uniform_scores", "pointing_cells"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,16 @@ class CellLayout:
         np.add.at(total, (self.rows[:, None], self.cols[None, :]), pixel_values)
         np.add.at(count, (self.rows[:, None], self.cols[None, :]), 1.0)
         return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+
+    def cell_centres(self, pixel_values: np.ndarray) -> np.ndarray:
+        """``[H, W]`` values -> ``[R, C]`` value at each cell's middle image pixel (cells must be visible)."""
+        def middles(index: np.ndarray, n: int) -> np.ndarray:
+            first = np.searchsorted(index, np.arange(n))  # index is sorted: pixels in cell order
+            counts = np.bincount(index, minlength=n)
+            return first + counts // 2
+
+        rows_n, cols_n = self.shape
+        return pixel_values[np.ix_(middles(self.rows, rows_n), middles(self.cols, cols_n))]
 
 
 def cell_layout(view: View, shape: tuple[int, int], image_size: tuple[int, int]) -> CellLayout:
@@ -116,3 +129,14 @@ def centre_map(layout: CellLayout, image_size: tuple[int, int]) -> np.ndarray:
     dist = np.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
     mean_dist = layout.cell_means(dist)
     return np.where(layout.visible, -mean_dist, -np.inf)
+
+
+def pointing_cells(layout: CellLayout, mask: np.ndarray, overlap: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell of an ``[R, C]`` map: would its argmax there point at ``mask`` ``[H, W]``?
+
+    Returns ``(hit, centre)``, ``[R, C]`` bool each: ``hit`` when at least ``overlap`` of the
+    cell's image pixels are the object's (the pointing rule of :func:`score_map`), ``centre``
+    when the cell's middle pixel is.
+    """
+    hit = layout.cell_means(mask.astype(np.float64)) >= overlap
+    return hit, layout.cell_centres(mask).astype(bool)

@@ -40,11 +40,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..geometry import OPENAI_MEAN, OPENAI_STD, mean_color
+from ..geometry import OPENAI_MEAN, OPENAI_STD, make_view, mean_color
+from ..tiny.clip import clip_image_processor, clip_vocab, write_clip_tokenizer
+from ..tiny.clip import clip_config as tiny_clip_config
+from ..tiny.seeds import seeded_init
+from .metrics import cell_layout, pointing_cells
 from .render import COLORS, SHAPES
 from .training import (LoopConfig, add_loop_arguments, config_from_args, parallel_map, replace_folder,
                        run_loop, train_and_probe)
-from .world import Scene, make_dataset, make_scene, scene_seed
+from .world import make_dataset, make_scene, scene_seed
 
 __all__ = [
     "TinyClipSpec",
@@ -60,7 +64,6 @@ __all__ = [
     "main",
 ]
 
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 WORDS: tuple[str, ...] = tuple(
     dict.fromkeys(
@@ -107,107 +110,26 @@ class TrainConfig(LoopConfig):
 
 
 def build_vocab(words: Sequence[str] = WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A CLIP BPE vocabulary and merge list in which every word of ``words`` is one token
-    ``"word</w>"``.
-
-    Base tokens are the printable characters, alone and with ``</w>``. Each word is built by a
-    left-to-right chain of merges (``c r`` -> ``cr``, ``cr o`` -> ``cro``...). All merges past the
-    first of a chain rank before every first merge, and first merges are ordered so that a word's
-    own first merge outranks any other first merge that could fire inside it; together this makes
-    BPE rebuild every word exactly (checked by :func:`write_tokenizer_files`)."""
-    import string
-
-    chars = [c for c in string.printable if not c.isspace()]
-    tokens: list[str] = chars + [c + "</w>" for c in chars]
-    words = [w.lower() for w in words]
-    chains: dict[str, list[tuple[str, str]]] = {}
-    for w in words:
-        if len(w) < 2:
-            continue
-        parts = list(w[:-1]) + [w[-1] + "</w>"]
-        chain, cur = [], parts[0]
-        for p in parts[1:]:
-            chain.append((cur, p))
-            cur = cur + p
-        chains[w] = chain
-    # precedence among first merges: a word's first merge must beat other first merges inside it
-    firsts = list(dict.fromkeys(c[0] for c in chains.values()))
-    before: dict[tuple[str, str], set[tuple[str, str]]] = {f: set() for f in firsts}
-    for w, chain in chains.items():
-        parts = list(w[:-1]) + [w[-1] + "</w>"]
-        inner = {(parts[i], parts[i + 1]) for i in range(1, len(parts) - 1)}
-        for f in firsts:
-            if f != chain[0] and f in inner:
-                before[f].add(chain[0])  # chain[0] must come before f
-    order: list[tuple[str, str]] = []
-    placed: set[tuple[str, str]] = set()
-    remaining = list(firsts)
-    while remaining:
-        ready = [f for f in remaining if before[f] <= placed] or remaining[:1]  # a cycle: best effort
-        for f in ready:
-            order.append(f)
-            placed.add(f)
-        remaining = [f for f in remaining if f not in placed]
-    later = list(dict.fromkeys(m for c in chains.values() for m in c[1:]))
-    merges = [m for m in later if m not in placed] + order
-    for a, b in merges:
-        tokens.append(a + b)
-    vocab: dict[str, int] = {}
-    for t in tokens:
-        vocab.setdefault(t, len(vocab))
-    vocab[BOS] = len(vocab)
-    vocab[EOS] = len(vocab)
-    return vocab, merges
+    """A CLIP BPE vocabulary in which every word of ``words`` is one token (:func:`~attnprompt.tiny.clip.clip_vocab`)."""
+    return clip_vocab(words)
 
 
 def write_tokenizer_files(folder: str | Path, context_length: int, words: Sequence[str] = WORDS,
                           check: bool = True) -> dict[str, int]:
-    """Write vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json; with
-    ``check``, load the folder with ``AutoTokenizer`` and verify one id per word. Returns the vocab."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = build_vocab(words)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
-    )
-    special = {"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "unk_token": EOS}
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": context_length,
-        "do_lower_case": True, **special,
-    }), encoding="utf-8")
-    (folder / "special_tokens_map.json").write_text(json.dumps(special), encoding="utf-8")
-    if check:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(str(folder))
-        bad = [w for w in words if tok(w)["input_ids"] != [vocab[BOS], vocab[w.lower() + "</w>"], vocab[EOS]]]
-        if bad:
-            raise RuntimeError(f"tokenizer does not map these words to one token: {bad}")
-    return vocab
+    """The shapes words' tokenizer files, checked (:func:`~attnprompt.tiny.clip.write_clip_tokenizer`)."""
+    return write_clip_tokenizer(folder, context_length, words, check=check)
 
 
 # --- model ----------------------------------------------------------------------------------------
 
 
 def clip_config(spec: TinyClipSpec, vocab_size: int) -> Any:
-    from transformers import CLIPConfig
-
-    return CLIPConfig(
-        text_config=dict(
-            hidden_size=spec.text_width, intermediate_size=4 * spec.text_width,
-            num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
-            max_position_embeddings=spec.context_length, vocab_size=vocab_size, hidden_act=spec.hidden_act,
-            bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
-            projection_dim=spec.projection_dim,
-        ),
-        vision_config=dict(
-            hidden_size=spec.width, intermediate_size=4 * spec.width, num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads, image_size=spec.image_size, patch_size=spec.patch_size,
-            hidden_act=spec.hidden_act, projection_dim=spec.projection_dim,
-        ),
-        projection_dim=spec.projection_dim,
-        logit_scale_init_value=spec.logit_scale_init,
+    """The ``CLIPConfig`` of ``spec`` (:func:`~attnprompt.tiny.clip.clip_config`)."""
+    return tiny_clip_config(
+        vocab_size=vocab_size, image_size=spec.image_size, patch_size=spec.patch_size, width=spec.width,
+        layers=spec.layers, heads=spec.heads, text_width=spec.text_width, text_layers=spec.text_layers,
+        text_heads=spec.text_heads, projection_dim=spec.projection_dim, context_length=spec.context_length,
+        hidden_act=spec.hidden_act, logit_scale_init=spec.logit_scale_init,
     )
 
 
@@ -215,20 +137,8 @@ def build_model(spec: TinyClipSpec, vocab_size: int, seed: int = 0) -> Any:
     """A freshly initialised ``CLIPModel`` (training mode)."""
     from transformers import CLIPModel
 
-    torch.manual_seed(seed)
-    return CLIPModel(clip_config(spec, vocab_size))
-
-
-def _image_processor(spec: TinyClipSpec) -> Any:
-    try:  # transformers 5: the Pillow processor needs no torchvision
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
-    except ImportError:
-        from transformers import CLIPImageProcessor
-    s = spec.image_size
-    return CLIPImageProcessor(
-        size={"shortest_edge": s}, crop_size={"height": s, "width": s},
-        image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), resample=3,
-    )
+    with seeded_init(seed):
+        return CLIPModel(clip_config(spec, vocab_size))
 
 
 def save_model_dir(model: Any, spec: TinyClipSpec, folder: str | Path, extra: dict | None = None) -> Path:
@@ -236,7 +146,7 @@ def save_model_dir(model: Any, spec: TinyClipSpec, folder: str | Path, extra: di
     to a temporary sibling folder first, which then replaces ``folder``."""
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
-        _image_processor(spec).save_pretrained(tmp)
+        clip_image_processor(spec.image_size).save_pretrained(tmp)
         write_tokenizer_files(tmp, spec.context_length, check=False)
         (tmp / "tiny_clip_spec.json").write_text(json.dumps({**asdict(spec), **(extra or {})}, indent=1))
 
@@ -474,7 +384,7 @@ def pointing_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 12
     8x8 (P x P) ``psi_cls`` of ``Prompter(model_dir, layers=all, comp_layer=None)`` is taken; cell
     (r, c) covers pixels ``[r*S/P, (r+1)*S/P) x [c*S/P, (c+1)*S/P)``. A hit is the argmax cell
     overlapping the target mask by at least ``overlap`` of its area (``center_hit``: the cell's
-    centre pixel in the mask). Baselines: ``uniform`` (expected hit rate of a random cell) and
+    centre pixel in the mask), as :func:`attnprompt.shapes.metrics.pointing_cells` scores it. Baselines: ``uniform`` (expected hit rate of a random cell) and
     ``agnostic`` (the argmax of the map for the fixed query ``agnostic_query``, same image).
     Returns overall and per-kind rates."""
     import json as _json
@@ -500,19 +410,11 @@ def pointing_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 12
                                                         batch_size=batch_size)]
     stats: dict[str, dict[str, float]] = {}
 
-    def cell_cover(scene: Scene, target: int, p: int) -> tuple[np.ndarray, np.ndarray]:
-        m = scene.masks[target].astype(np.float32)
-        h, w = m.shape
-        cover = m[: h - h % p, : w - w % p].reshape(p, h // p, p, w // p).mean(axis=(1, 3))
-        ys = (np.arange(p) * h // p + h // (2 * p)).astype(int)
-        xs = (np.arange(p) * w // p + w // (2 * p)).astype(int)
-        centre = scene.masks[target][np.ix_(ys, xs)]
-        return cover >= overlap, centre
-
     for psi, target, kind, si in zip(maps, targets, qkinds, scene_of):
         scene = scenes[si]
         p = psi.shape[0]
-        hit_cells, centre_cells = cell_cover(scene, target, p)
+        layout = cell_layout(make_view(scene.image, "stretch"), (p, p), scene.size)
+        hit_cells, centre_cells = pointing_cells(layout, scene.masks[target], overlap)
         r, c = np.unravel_index(int(np.argmax(psi)), psi.shape)
         gr, gc = np.unravel_index(int(np.argmax(generic[si])), psi.shape)
         for key in (kind, "all"):

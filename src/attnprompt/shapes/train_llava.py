@@ -43,6 +43,8 @@ from PIL import Image
 
 from ..geometry import OPENAI_MEAN, OPENAI_STD
 from ..overlay import blend
+from ..tiny.lvlm import LLAVA_CHAT_TEMPLATE, LLAVA_SPECIALS, build_word_tokenizer, configure_generation
+from ..tiny.seeds import seeded_init
 from .render import COLORS, SHAPES
 from .training import (LoopConfig, add_loop_arguments, config_from_args, parallel_map, replace_folder,
                        run_loop, train_and_probe)
@@ -105,15 +107,13 @@ class TrainConfig(LoopConfig):
 
 def build_tokenizer() -> Any:
     """The word-level Llama-style tokenizer with the llava-hf chat template (built offline)."""
-    from ..testing_lvlm import LLAVA_CHAT_TEMPLATE, LLAVA_SPECIALS, build_word_tokenizer
-
     return build_word_tokenizer(WORDS, LLAVA_SPECIALS, bos="<s>", eos="</s>", pad="<pad>", add_bos=True,
                                 model_max_length=256, chat_template=LLAVA_CHAT_TEMPLATE)
 
 
 def _model_folder(name: str) -> str:
     """A shipped model's folder for its short name; any other name is a folder already."""
-    from ..auxiliary.base import shipped_model
+    from ..auxiliary.hub import shipped_model
 
     return shipped_model(name) or name
 
@@ -134,13 +134,10 @@ def build_model(spec: TinyLlavaSpec, clip_dir: str, tokenizer: Any, seed: int = 
                          image_token_id=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=grid * grid,
                          vision_feature_select_strategy="default", vision_feature_layer=-2,
                          projector_hidden_act="gelu")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_init(seed):
         model = LlavaForConditionalGeneration(config)
     # LLaVA's tower is a CLIPVisionModel, the same module as CLIPModel.vision_model
     model.model.vision_tower.load_state_dict(clip.vision_model.state_dict(), strict=True)
-    from ..testing_lvlm import configure_generation
-
     configure_generation(model, tokenizer)  # greedy; no special token but eos, and never eos first
     model.generation_config.max_new_tokens = 8
     return model
@@ -148,8 +145,6 @@ def build_model(spec: TinyLlavaSpec, clip_dir: str, tokenizer: Any, seed: int = 
 
 def _processor(clip_dir: str, tokenizer: Any, patch_size: int) -> Any:
     from transformers import AutoImageProcessor, LlavaProcessor
-
-    from ..testing_lvlm import LLAVA_CHAT_TEMPLATE
 
     image_processor = AutoImageProcessor.from_pretrained(clip_dir)
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
@@ -395,7 +390,7 @@ def answer_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 4242
 
     Goes through the public LVLM path (:class:`attnprompt.auxiliary.lvlm.LvlmAuxiliary.answer`).
     """
-    from ..auxiliary.base import load_auxiliary
+    from ..auxiliary.dispatch import load_auxiliary
 
     aux = load_auxiliary(str(model_dir), kind="lvlm", device="cpu")
     items = [(s.image, q) for s in make_dataset(n_scenes, seed, n_objects=n_objects) for q in s.queries()]

@@ -5,9 +5,10 @@ Layout: ``<folder>/answers.jsonl``, one JSON object per line::
     {"key": "<sha256 hex>", "answer": "...", "meta": {...}, "time": 1719950000.0}
 
 Every :meth:`AnswerCache.put` appends one complete line and fsyncs it before returning, so a
-crash loses at most the answer being written. A torn line (a crash in the middle of a write)
-is skipped when the file is read, and the next append starts on a fresh line so it cannot be
-glued onto the fragment. When a key appears more than once, the last complete line wins.
+crash loses at most the answer being written. The file is shared between processes, so it
+follows the shared side of :mod:`attnprompt.files.durable`'s torn-line policy: a torn line (a
+crash in the middle of a write) is skipped when the file is read, and the next append starts
+on a fresh line so it cannot be glued onto the fragment. When a key appears more than once, the last complete line wins.
 
 Keys are the sha256 of a canonical JSON record of (model id, image digest, prompt, settings),
 see :meth:`AnswerCache.key`. Image digests (:func:`image_digest`) hash the decoded RGB pixels
@@ -34,6 +35,7 @@ from typing import Any
 from PIL import Image
 
 from attnprompt.errors import AttnPromptError
+from attnprompt.files.durable import append_line
 
 __all__ = ["AnswerCache", "image_digest", "CACHE_KEY_VERSION"]
 
@@ -162,30 +164,12 @@ class AnswerCache:
             line = json.dumps(rec, ensure_ascii=False, default=str) + "\n"
         except ValueError as e:
             raise AttnPromptError(f"answer cache: cannot store entry: {e}") from e
-        payload = line.encode("utf-8")
         with self._lock:
             try:
-                flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
-                fd = os.open(self.path, flags, 0o644)
-                try:
-                    size = os.fstat(fd).st_size
-                    if size > 0 and not self._ends_with_newline(fd, size):
-                        payload = b"\n" + payload  # never glue a record onto a torn fragment
-                    view = memoryview(payload)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as e:
-                raise AttnPromptError(f"answer cache: cannot write {self.path}: {e}") from e
+                append_line(self.path, line.encode("utf-8"), shared=True)
+            except AttnPromptError as e:
+                raise AttnPromptError(f"answer cache: {e}") from e
             self._entries[key] = answer
-
-    @staticmethod
-    def _ends_with_newline(fd: int, size: int) -> bool:
-        os.lseek(fd, size - 1, os.SEEK_SET)  # O_APPEND writes still go to the end
-        return os.read(fd, 1) == b"\n"
 
     def __repr__(self) -> str:
         return f"AnswerCache({str(self.folder)!r}, entries={len(self)})"

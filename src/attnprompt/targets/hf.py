@@ -41,7 +41,7 @@ class HFTarget:
         cache: AnswerCache | None = None,
         auxiliary: Any = None,
     ) -> None:
-        from ..auxiliary.base import load_auxiliary
+        from ..auxiliary.dispatch import load_auxiliary
 
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
