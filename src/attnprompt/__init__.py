@@ -7,13 +7,16 @@ Public surface:
     annotate(images, queries, ...)   one call -> annotated PIL images
     Prompter(model, preset=...)      loads the auxiliary once; returns images, maps and masks
     MaskConfig, PRESETS, get_preset  every knob, and the named presets as data
+    load_preset_file, write_preset_file  presets as files (a model folder's own one included)
+    STYLES                           the prompt styles (alpha, soft, crop, blur, outline, marks...)
 """
 
 from .auxiliary.dispatch import DEFAULT_MODEL, load_auxiliary
 from .auxiliary.protocol import ClipAuxiliary
-from .config import DEFAULT_PRESET, PRESETS, MaskConfig, get_preset
+from .config import DEFAULT_PRESET, PRESETS, MaskConfig, get_preset, load_preset_file, write_preset_file
 from .errors import AttnPromptError
 from .prompter import Annotation, Prompter, annotate
+from .styles import STYLES
 
 __version__ = "0.1.0"
 
@@ -26,6 +29,9 @@ __all__ = [
     "DEFAULT_PRESET",
     "DEFAULT_MODEL",
     "get_preset",
+    "load_preset_file",
+    "write_preset_file",
+    "STYLES",
     "load_auxiliary",
     "ClipAuxiliary",
     "AttnPromptError",
