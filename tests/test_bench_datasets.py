@@ -214,8 +214,10 @@ def test_missing_image_kept_with_one_warning(tmp_path):
 def test_missing_file_error_names_file_and_layout(tmp_path):
     root = make_pope(tmp_path)
     (root / "coco_pope_popular.json").unlink()
+    with pytest.warns(BenchmarkDataWarning, match="split.s. popular not found"):
+        assert len(load_benchmark("pope", root)) == 4  # the splits present are read
     with pytest.raises(AttnPromptError) as e:
-        load_benchmark("pope", root)
+        load_benchmark("pope", root, splits="random,popular")  # a split asked for must be there
     msg = str(e.value)
     assert str(root / "coco_pope_popular.json") in msg
     assert "expected layout" in msg and "docs/benchmarks.md" in msg
@@ -430,10 +432,10 @@ def test_mmbench_malformed_rows_skipped(tmp_path):
 
 
 def test_registry():
-    assert set(BENCHMARKS) == {"mmvet", "llavabench", "pope", "mme", "textvqa", "vizwiz", "mmbench"}
+    assert set(BENCHMARKS) == {"mmvet", "llavabench", "pope", "mme", "textvqa", "vizwiz", "mmbench", "mmmu"}
     assert {n: s.scorer for n, s in BENCHMARKS.items()} == {
         "mmvet": "mmvet-judge", "llavabench": "llavabench-judge", "pope": "pope", "mme": "mme",
-        "textvqa": "vqa", "vizwiz": "vqa", "mmbench": "mmbench"}
+        "textvqa": "vqa", "vizwiz": "vqa", "mmbench": "mmbench", "mmmu": "mmmu"}
     assert BENCHMARKS["vizwiz"].prompt_suffix == VIZWIZ_SUFFIX
     assert BENCHMARKS["mmvet"].prompt_suffix == ""
     assert "TextVQA_0.5.1_val.json" in BENCHMARKS["textvqa"].files
@@ -479,3 +481,19 @@ def test_load_from_hub_offline_error_and_rows(monkeypatch, tmp_path):
         items = load_from_hub("pope", "lmms-lab/POPE", "test", image_cache_dir=tmp_path)
     assert items == [Item("popular-1", str(tmp_path / "000000.png"), "Is there a dog in the image?" + SHORT_ANSWER_SUFFIX, ("yes",), "popular")]
     assert (tmp_path / "000000.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# the auxiliary's query and the target's instruction are kept apart
+
+
+@pytest.mark.parametrize("suffix", [None, "\nAnswer in French, in one word.", ""])
+def test_items_carry_the_query_apart_from_the_instruction(tmp_path, suffix):
+    options = {} if suffix is None else {"prompt_suffix": suffix}
+    items = load_benchmark("pope", make_pope(tmp_path), **options)
+    want = SHORT_ANSWER_SUFFIX if suffix is None else suffix
+    for it in items:
+        assert it.instruction == want and it.question == it.query + want
+        assert it.query.startswith("Is there a") and it.query.endswith("in the image?")  # no instruction in it
+    mmvet = load_benchmark("mmvet", make_mmvet(tmp_path / "mmvet"), prompt_suffix="\nBe brief.")
+    assert all(it.question.endswith("\nBe brief.") and "Be brief" not in it.query for it in mmvet)

@@ -101,10 +101,10 @@ def test_pope_end_to_end_exact_scores(pope, tmp_path, tiny_clip_dir):
     assert records[0]["prompt"].startswith("Is there a circle in the image?")
     assert "Your previous answer is Yes, there is.. Evaluate the quality" in records[0]["prompt"] or \
         "Your previous answer is Yes, there is. Evaluate the quality" in records[0]["prompt"]
-    # masks made once by the core's manifest job, named by item id, reused by every condition
-    [mask_dir] = list((out / "masks").iterdir())
-    assert mask_dir.name == f"clip-{tiny_clip_dir.name}-default"  # a local folder is named by its own name
+    # masks made once by the core's manifest job into the content-addressed store
+    mask_dir = out / "masks"
     assert len(list(mask_dir.glob("*.png"))) == 5 and (mask_dir / "manifest.jsonl").is_file()
+    assert result["masks"]["computed"] == 5 and result["masks"]["reused"] == 0
     # report files
     assert (out / "scores.json").is_file() and (out / "table.csv").read_text().startswith("target,condition,pope")
     md = (out / "table.md").read_text()
@@ -263,8 +263,23 @@ def test_styled_conditions_get_their_own_prompt_images(pope, tmp_path, tiny_clip
             evaluate("pope", root, _target(server), "api-clip:vicrop", tmp_path / "run2", clip=str(tiny_clip_dir),
                      data_options={"splits": ["random"]}, progress=False)
     assert set(result["conditions"]) == {"original", "api-clip", "api-clip:blur", "api-clip:crop:margin=0"}
-    folders = sorted(p.name for p in (out / "masks").iterdir())
-    assert len(folders) == 3 and folders[0] == f"clip-{tiny_clip_dir.name}-default"
-    crop_dir = next(out / "masks" / f for f in folders if "-crop-" in f)
-    records = [json.loads(x) for x in (crop_dir / "manifest.jsonl").read_text().splitlines()]
-    assert len(records) == 5 and all(r["style"] == "crop" and len(r["boxes"]) == 1 for r in records)
+    # one prompt image per item and mask setting, all in the content-addressed store
+    store = out / "masks"
+    assert len(list(store.glob("*.png"))) == 15 and result["masks"]["computed"] == 15
+    records = [json.loads(x) for x in (store / "manifest.jsonl").read_text().splitlines()]
+    crop = [r for r in records if r.get("style") == "crop"]
+    assert len(crop) == 5 and all(len(r["boxes"]) == 1 for r in crop)
+
+
+def test_a_custom_prompt_suffix_stays_out_of_the_auxiliary_query(tmp_path, tiny_prompter):
+    from attnprompt.bench.benchmarks import load_benchmark
+    from attnprompt.bench.masks import make_masks
+
+    root = tmp_path / "pope"
+    _make_pope(root)
+    items = load_benchmark("pope", root, splits=["random"], prompt_suffix="\nReply in French.")
+    assert all(it.question.endswith("\nReply in French.") for it in items)
+    make_masks([(it.image, it.query) for it in items], tiny_prompter, tmp_path / "masks", progress=False)
+    records = [json.loads(x) for x in (tmp_path / "masks" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["question"] for r in records) == sorted(it.query for it in items)
+    assert not any("French" in r["question"] for r in records)

@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     _mask_options(selfp)
     selfp.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    sub.add_parser("presets", help="list the presets and their settings")
+    pr = sub.add_parser("presets", help="list the presets, and the per-benchmark presets eval uses, with their sources")
+    pr.add_argument("--presets-dir", default=None,
+                    help="also list the preset files naming a benchmark in this folder (default: $ATTNPROMPT_PRESETS_DIR)")
 
     demo = sub.add_parser(
         "demo", help="run the whole pipeline offline on shapes-world scenes and write an HTML report",
@@ -127,8 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv} "
                     "and prints the table. Rerun the same command to resume.",
     )
-    ev.add_argument("--benchmark", required=True, help="mmvet, llavabench, pope, mme, textvqa, vizwiz or mmbench")
-    ev.add_argument("--data", required=True, help="the benchmark's folder (layouts: docs/benchmarks.md)")
+    ev.add_argument("--benchmark", required=True,
+                    help="mmvet, llavabench, pope, mme, textvqa, vizwiz, mmbench or mmmu")
+    ev.add_argument("--data", required=True,
+                    help="the benchmark's folder (layouts: docs/benchmarks.md), or hf:ORG/NAME[@split] / "
+                         "hf:FOLDER[@split] to read a Hugging Face copy through `datasets`")
+    ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a reader option (repeatable), e.g. splits=random, images_dir=DIR, subjects=Math,Art, "
+                         "prompt_suffix=... (an unknown key is refused with the list of the reader's options)")
     ev.add_argument("--target", required=True, help="target model: hub id / folder (local), or a served model name")
     ev.add_argument("--endpoint", default=None,
                     help="OpenAI-compatible base URL (vLLM, SGLang, OpenAI): the target is served there")
@@ -142,8 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: openai/clip-vit-large-patch14-336)")
     ev.add_argument("--aux-lvlm", default=None, help="LVLM auxiliary for api-lvlm conditions (default: the target)")
     ev.add_argument("--preset", default=None, metavar="NAME|FILE",
-                    help="mask preset: a name or a preset file (.json) (default: the model's own preset file, "
-                         "else the project default)")
+                    help="mask preset for every auxiliary: a name or a preset file (.json) (default: the "
+                         "benchmark's preset (see `attnprompt presets`), else the model's own preset file, else "
+                         "the project default)")
+    ev.add_argument("--presets-dir", default=None,
+                    help="a folder of preset files naming a benchmark (e.g. written by attnprompt tune); they "
+                         "extend the per-benchmark table (default: $ATTNPROMPT_PRESETS_DIR)")
     ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
     ev.add_argument("--judge", default=None, help="judge model for MM-Vet / LLaVA-Bench (e.g. gpt-4o-2024-08-06)")
     ev.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible base URL of the judge")
@@ -389,6 +401,18 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.benchmark not in BENCHMARKS:
         raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    from .bench.conditions import get_conditions
+    from .bench.datasets import load_data
+
+    from .bench.presets import benchmark_preset
+
+    get_conditions(args.conditions)  # a typo fails before any work
+    for kind in ("clip", "lvlm"):
+        benchmark_preset(args.benchmark, kind, args.preset, args.presets_dir)  # a bad preset too
+    options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
+    items = load_data(args.benchmark, args.data, limit=args.limit, **options)  # read and checked before any model loads
+    if not items:
+        raise AttnPromptError(f"{args.benchmark}: no items to evaluate in {args.data}")
     judged = BENCHMARKS[args.benchmark].scorer.endswith("-judge")
     max_new = args.max_new_tokens or (512 if judged else 128)
     out = Path(args.out)
@@ -411,15 +435,56 @@ def _eval(args: argparse.Namespace) -> int:
                                      max_concurrency=args.concurrency, cache=AnswerCache(out / "judge-cache"))
     lvlm = args.aux_lvlm
     if lvlm is None and "lvlm" in args.conditions and not args.endpoint:
+        from .bench.presets import benchmark_preset
         from .prompter import Prompter
 
-        lvlm = Prompter(args.target, kind="lvlm", preset=args.preset, auxiliary=target.model)  # shares the weights
+        chosen, _ = benchmark_preset(args.benchmark, "lvlm", args.preset, args.presets_dir)
+        lvlm = Prompter(args.target, kind="lvlm", preset=chosen, auxiliary=target.model)  # shares the weights
     result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
-                      lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, judge=judge, limit=args.limit,
-                      batch_size=args.batch_size, progress=not args.quiet)
+                      lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, presets_dir=args.presets_dir,
+                      judge=judge, limit=args.limit,
+                      data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet)
     print(format_table([result]), end="")
+    masks = result.get("masks") or {}
+    if masks.get("computed") or masks.get("reused"):
+        print(f"masks: {masks['computed']} computed, {masks['reused']} reused", file=sys.stderr)
     print(f"results: {out.resolve()}", file=sys.stderr)
     return 0
+
+
+def _reader_options(benchmark: str, pairs: Sequence[str], *, hub: bool = False) -> dict:
+    """``--option KEY=VALUE`` pairs -> reader keyword options, typed by the reader's defaults
+    (``true``/``false`` for a flag, numbers for a number; ``\\n`` in text is a newline); an
+    unknown key is refused in one line. ``hub``: data read through ``datasets`` (``hf:``), which
+    also takes ``image_cache_dir`` and ``config`` (the dataset configuration)."""
+    import inspect
+
+    from .bench.datasets import BENCHMARKS
+
+    spec = BENCHMARKS[benchmark]
+    params = inspect.signature(spec.reader).parameters
+    allowed = spec.options() + ([k for k in ("image_cache_dir", "config") if k not in spec.options()] if hub else [])
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise AttnPromptError(f"--option {pair!r}: expected KEY=VALUE")
+        if key not in allowed:
+            raise AttnPromptError(f"{benchmark} has no option {key!r}; its options: {', '.join(allowed)}")
+        default = params[key].default if key in params else None
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise AttnPromptError(f"--option {key}: expected true or false, got {value!r}")
+            out[key] = value.lower() in ("true", "1", "yes")
+        elif isinstance(default, int):
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise AttnPromptError(f"--option {key}: expected an integer, got {value!r}") from None
+        else:
+            out[key] = value.replace("\\n", "\n").replace("\\t", "\t")
+    return out
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -434,7 +499,9 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _presets() -> int:
+def _presets(args: argparse.Namespace) -> int:
+    from .bench.datasets import BENCHMARKS
+    from .bench.presets import benchmark_presets
     from .geometry import AUTO_MAX_ASPECT, auto_forwards
 
     for kind, table in (("clip", PRESETS), ("lvlm", LVLM_PRESETS)):
@@ -449,6 +516,16 @@ def _presets() -> int:
         params = ", ".join(f"{k}={p.default}" for k, p in style.params.items()) or "no parameters"
         print(f"  {style.name:8s} {style.description} [{params}]")
     print("\na model folder's attnprompt_preset.json is what 'default' means for that model")
+    print("\nper benchmark (attnprompt eval without --preset; see attnprompt.bench.presets for the precedence):")
+    table = benchmark_presets(getattr(args, "presets_dir", None))
+    for bench in dict.fromkeys([*BENCHMARKS, *(b for b, _ in table)]):
+        for kind in ("clip", "lvlm"):
+            entry = table.get((bench, kind))
+            if entry is None:
+                print(f"{bench:10s} {kind:4s} default")
+                continue
+            settings = ", ".join(f"{k}={v}" for k, v in entry.config.to_dict().items())
+            print(f"{bench:10s} {kind:4s} {settings}\n{'':15s} source: {entry.source}")
     return 0
 
 
@@ -485,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "self-prompt":
             return _self_prompt(args)
         if args.command == "presets":
-            return _presets()
+            return _presets(args)
         if args.command == "demo":
             return _demo(args)
         if args.command == "eval":

@@ -24,6 +24,7 @@ from .errors import AttnPromptError
 
 __all__ = [
     "MaskConfig",
+    "AuxiliarySettings",
     "PRESETS",
     "LVLM_PRESETS",
     "presets_for",
@@ -185,6 +186,34 @@ class MaskConfig:
         out = dataclasses.asdict(self)
         out["style_params"] = dict(self.style_params)
         return out
+
+    @property
+    def auxiliary(self) -> "AuxiliarySettings":
+        """The settings the auxiliary model computes its token maps from (the rest is post-processing)."""
+        return AuxiliarySettings(layers=self.layers, comp_layer=self.comp_layer, reduction=self.reduction,
+                                 max_new_tokens=self.max_new_tokens, highlight=self.highlight,
+                                 geometry=self.geometry)
+
+
+@dataclass(frozen=True)
+class AuxiliarySettings:
+    """What an auxiliary model needs of a :class:`MaskConfig`: the fields that change its token maps.
+
+    The mask stage (``enhance``, ``kernel``...), the pixel stage (``interpolation``) and the
+    rendering (``gray``, ``style``...) never reach a model adapter. Fields as in :class:`MaskConfig`.
+    """
+
+    layers: tuple[int, ...] | None = (-2,)
+    comp_layer: int | None = -2
+    reduction: str = "official"
+    max_new_tokens: int = 20
+    highlight: str | None = None
+    geometry: str = "aligned"
+
+    @staticmethod
+    def of(config: "MaskConfig | AuxiliarySettings") -> "AuxiliarySettings":
+        """``config``'s auxiliary settings (a settings object is returned as is)."""
+        return config if isinstance(config, AuxiliarySettings) else config.auxiliary
 
 
 PRESETS: Mapping[str, MaskConfig] = {

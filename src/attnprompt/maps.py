@@ -28,8 +28,13 @@ from __future__ import annotations
 
 import math
 
+from typing import TYPE_CHECKING, Mapping
+
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .config import MaskConfig
 
 __all__ = [
     "minmax",
@@ -42,6 +47,7 @@ __all__ = [
     "soft_or",
     "merge_clip_maps",
     "postprocess_single_map",
+    "final_mask",
     "stitch",
 ]
 
@@ -201,6 +207,22 @@ def postprocess_single_map(attribution: torch.Tensor, *, enhance_coe: float, ker
     """
     k = grid_kernel(kernel, min(attribution.shape[1:]), kernel_grid)
     return box_filter(enhance(minmax(attribution), enhance_coe, strict_order=strict_order), k)
+
+
+def final_mask(maps: Mapping[str, torch.Tensor], config: "MaskConfig") -> torch.Tensor:
+    """The mask stage: raw token maps ``[B, h, w]`` by name -> the final mask ``[B, h, w]``.
+
+    CLIP maps (``psi_cls``, optional ``psi_comp``) are merged (:func:`merge_clip_maps`); an
+    LVLM's ``attention`` is post-processed alone (:func:`postprocess_single_map`), each with the
+    config's ``enhance``, ``kernel``, ``kernel_grid`` and ``strict_order``. Every step is per
+    sample, but float rounding is not batch-invariant: callers keep the batches the auxiliary
+    computed (see :func:`attnprompt.pipeline.masks`).
+    """
+    if "attention" in maps:
+        return postprocess_single_map(maps["attention"], enhance_coe=config.enhance, kernel=config.kernel,
+                                      kernel_grid=config.kernel_grid, strict_order=config.strict_order)
+    return merge_clip_maps(maps["psi_cls"], maps.get("psi_comp"), enhance_coe=config.enhance, kernel=config.kernel,
+                           kernel_grid=config.kernel_grid, strict_order=config.strict_order)
 
 
 def stitch(tile_maps: torch.Tensor, cells: "list[tuple[int, int]]", grid: tuple[int, int]) -> torch.Tensor:

@@ -1,7 +1,8 @@
-"""The pipeline: images + queries -> view -> token maps -> mask -> annotated images.
+"""The user's entry points: :class:`Prompter` and :func:`annotate` run the pipeline on batches.
 
 :class:`Prompter` loads an auxiliary model once (a CLIP or a vision-language model) and annotates
-any number of batches; :func:`annotate` is the one-call form (in the spirit of
+any number of batches with the stages of :mod:`attnprompt.pipeline` (view -> token maps -> mask
+-> pixel mask -> prompt image); :func:`annotate` is the one-call form (in the spirit of
 ``apiprompting.clip_api``).
 """
 
@@ -16,15 +17,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import pipeline
+from .auxiliary.clip_common import TokenMaps
 from .auxiliary.dispatch import DEFAULT_MODEL, load_auxiliary
 from .auxiliary.protocol import Attribution, Auxiliary, ClipAuxiliary
-from .auxiliary.clip_common import TokenMaps
 from .config import MaskConfig, get_preset, is_preset_path, presets_for, resolve_preset
 from .errors import AttnPromptError
-from .geometry import View, place_mask
 from .files import load_image
-from .overlay import heatmap, mask_to_u8, to_rgba
-from .styles import Box, render
+from .geometry import View
+from .overlay import heatmap, to_rgba
+from .styles import Box
 
 __all__ = ["Annotation", "Prompter", "annotate", "self_prompt", "SelfPromptResult", "ImageInput", "OUTPUT_FORMATS"]
 
@@ -213,8 +215,8 @@ class Prompter:
         """
         config = config or self.config
         if views is None:
-            views = [self.auxiliary.view(im, config.geometry) for im in images]
-        return list(zip(views, self.auxiliary.attribute_views(views, list(queries), config)))
+            views = pipeline.views(self.auxiliary, images, config.auxiliary)
+        return list(zip(views, pipeline.attribute(self.auxiliary, views, list(queries), config)))
 
     def finish(self, image: Image.Image, query: str, view: View, attribution: Attribution,
                config: MaskConfig | None = None) -> Annotation:
@@ -240,9 +242,9 @@ class Prompter:
     @staticmethod
     def _finish(image: Image.Image, query: str, view: View, attribution: Attribution, config: MaskConfig) -> Annotation:
         mask = attribution.mask.float().cpu().numpy()
-        pixel_mask = place_mask(mask_to_u8(mask), view, config.interpolation)
+        pixel_mask = pipeline.pixel_mask(mask, view, config)
         maps = {k: v.float().cpu().numpy() for k, v in attribution.maps.items()}
-        prompt = render(image, pixel_mask, config)  # every style starts from the same pixel mask
+        prompt = pipeline.render_prompt(image, pixel_mask, config)
         return Annotation(
             image=prompt.images[0],
             images=prompt.images,

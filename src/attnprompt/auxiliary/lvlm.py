@@ -18,14 +18,13 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from .. import maps as mapmath
-from ..config import MaskConfig, resolve_layer
+from ..config import AuxiliarySettings, MaskConfig, resolve_layer
 from ..errors import AttnPromptError, first_line
 from ..geometry import View, make_view, mean_color
 from .devices import dtype_kwargs
 from .dispatch import register_backend
 from .hub import load_from_hub_or_dir
-from .protocol import Attribution, Auxiliary, check_queries
+from .protocol import Auxiliary, MapBatch, check_queries
 from .lvlm_capture import AttentionCapture
 
 __all__ = ["Grid", "Family", "FAMILIES", "register_family", "LvlmAuxiliary", "default_layer", "load_lvlm"]
@@ -117,11 +116,11 @@ class LvlmAuxiliary(Auxiliary):
     def num_layers(self) -> int:
         return len(self._layers)
 
-    def layers(self, config: MaskConfig) -> tuple[int, ...]:
+    def layers(self, config: MaskConfig | AuxiliarySettings) -> tuple[int, ...]:
         chosen = config.layers if config.layers is not None else (default_layer(self.num_layers),)
         return tuple(sorted({resolve_layer(l, self.num_layers, "layer", "the language model") for l in chosen}))
 
-    def check_config(self, config: MaskConfig) -> None:
+    def check_settings(self, config: AuxiliarySettings) -> None:
         if config.geometry == "tiled":
             raise AttnPromptError("the tiled geometry is for CLIP auxiliary models; an LVLM reads the whole "
                                   "image at once: use aligned")
@@ -168,7 +167,9 @@ class LvlmAuxiliary(Auxiliary):
                                       pad_token_id=pad if pad is not None else next(iter(self._eos_ids()), None))
         return out[:, inputs["input_ids"].shape[1]:]
 
-    def attribute(self, images: Sequence[Image.Image], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
+    def map_batches(self, images: Sequence[Image.Image], queries: Sequence[str],
+                    config: AuxiliarySettings) -> list[MapBatch]:
+        """Per image, its answer and the answer's attention to the image tokens (one batch each)."""
         queries = check_queries(queries, len(images))
         layers = self.layers(config)
         inputs = self.encode(images, queries)
@@ -194,10 +195,7 @@ class LvlmAuxiliary(Auxiliary):
             per_layer = [torch.stack([capture.records[l][c][i] for c in calls]).mean(dim=0) for l in layers]
             values = torch.stack(per_layer).mean(dim=0).float().cpu()  # [rows * cols]
             attention = values.reshape(grid.rows, grid.cols)
-            mask = mapmath.postprocess_single_map(attention[None], enhance_coe=config.enhance, kernel=config.kernel,
-                                                  kernel_grid=config.kernel_grid,
-                                                  strict_order=config.strict_order)[0]
-            results.append(Attribution(mask=mask, maps={"attention": attention}, answer=answer.strip()))
+            results.append(MapBatch({"attention": attention[None]}, [answer.strip()]))
         return results
 
     def answer(self, images: Sequence[Image.Image], queries: Sequence[str], max_new_tokens: int = 20) -> list[str]:

@@ -1,8 +1,12 @@
 """The auxiliary-model protocol: what a backend provides and what it returns.
 
-An auxiliary model turns ``(images, queries)`` into token-space maps and a mask per image
-(:class:`Attribution`). Two kinds exist: ``clip`` (:class:`ClipAuxiliary`, one small file per
-backend) and ``lvlm`` (:mod:`attnprompt.auxiliary.lvlm`, one small file per model family).
+An auxiliary model makes a view of each image (what it sees, and where its token grid lands)
+and turns ``(view images, queries)`` into raw token-space maps, plus its answer for an LVLM
+(:class:`MapBatch`). Everything after that, the mask, the pixel mask and the prompt image, is
+the pipeline's (:mod:`attnprompt.pipeline`), so a backend never sees a pixel-stage setting: it
+gets :class:`~attnprompt.config.AuxiliarySettings`. Two kinds exist: ``clip``
+(:class:`ClipAuxiliary`, one small file per backend) and ``lvlm``
+(:mod:`attnprompt.auxiliary.lvlm`, one small file per model family).
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import torch
 from PIL import Image
 
 from .. import maps as mapmath
-from ..config import MaskConfig
+from ..config import AuxiliarySettings, MaskConfig, resolve_layer
 from ..errors import AttnPromptError
 from ..geometry import SquareResize, View, make_tiled_view, make_view, resolve_geometry
 from .clip_common import ClipTower, TokenMaps, compute_token_maps
 
-__all__ = ["Attribution", "Auxiliary", "ClipAuxiliary", "TokenMaps", "check_queries", "warn_truncated"]
+__all__ = ["Attribution", "MapBatch", "Auxiliary", "ClipAuxiliary", "TokenMaps", "check_queries", "warn_truncated"]
 
 
 def check_queries(queries: Sequence[str], count: int) -> list[str]:
@@ -45,6 +49,26 @@ def warn_truncated(query: str, length: int, limit: int) -> None:
         stacklevel=3,
     )
 
+
+
+@dataclass
+class MapBatch:
+    """Raw token-space maps of consecutive views, in the batch the auxiliary computed them.
+
+    Attributes:
+        maps: name -> ``[n, h, w]`` (``psi_cls`` and ``psi_comp`` for CLIP, ``attention`` for an
+            LVLM), on the model's device.
+        answers: per view, the LVLM's own answer (``None`` for CLIP).
+
+    The mask stage normalises each batch in one call (:func:`attnprompt.maps.final_mask`): its
+    steps are per sample, but float rounding is not batch-invariant, so the batches are kept.
+    """
+
+    maps: dict[str, torch.Tensor]
+    answers: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.answers)
 
 
 @dataclass
@@ -78,16 +102,29 @@ class Auxiliary(ABC):
         """What the model is given for ``image`` and where its token grid lands (see geometry.py)."""
 
     @abstractmethod
-    def check_config(self, config: MaskConfig) -> None:
+    def check_settings(self, settings: AuxiliarySettings) -> None:
         """Fail early, with a clear message, on settings this model cannot honour (layers...)."""
 
     @abstractmethod
+    def map_batches(self, images: Sequence[Image.Image], queries: Sequence[str],
+                    settings: AuxiliarySettings) -> list[MapBatch]:
+        """Raw token maps for images already in their view (untiled), one query per image, in order."""
+
+    def check_config(self, config: MaskConfig | AuxiliarySettings) -> None:
+        """:meth:`check_settings` for a whole :class:`~attnprompt.config.MaskConfig`."""
+        self.check_settings(AuxiliarySettings.of(config))
+
     def attribute(self, images: Sequence[Image.Image], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
         """Maps and masks for images already in their view, one query per image."""
+        from ..pipeline import attribute  # the pipeline builds on this protocol, not the reverse
+
+        return attribute(self, [make_view(im, "stretch") for im in images], queries, config)
 
     def attribute_views(self, views: Sequence[View], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
-        """Maps and masks for views made by :meth:`view`, one query per view."""
-        return self.attribute([v.image for v in views], queries, config)
+        """Maps and masks for views made by :meth:`view`, one query per view (:func:`attnprompt.pipeline.attribute`)."""
+        from ..pipeline import attribute
+
+        return attribute(self, views, queries, config)
 
 
 class ClipAuxiliary(Auxiliary):
@@ -154,68 +191,28 @@ class ClipAuxiliary(Auxiliary):
         return make_view(image, geometry, self.pad_color, resize=self.square_resize)
 
     @staticmethod
-    def clip_layers(config: MaskConfig) -> tuple[int, ...]:
+    def clip_layers(config: MaskConfig | AuxiliarySettings) -> tuple[int, ...]:
         return config.layers if config.layers is not None else (-2,)
 
-    def check_config(self, config: MaskConfig) -> None:
-        from ..config import resolve_layer
-
-        for layer in self.clip_layers(config):
+    def check_settings(self, settings: AuxiliarySettings) -> None:
+        for layer in self.clip_layers(settings):
             resolve_layer(layer, self.num_layers, "layer")
-        if config.comp_layer is not None:
-            resolve_layer(config.comp_layer, self.num_layers, "comp layer")
+        if settings.comp_layer is not None:
+            resolve_layer(settings.comp_layer, self.num_layers, "comp layer")
 
-    def attribute(self, images: Sequence[Image.Image], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
-        tm = self.token_maps(images, queries, self.clip_layers(config), config.comp_layer)
-        return self.attributions(tm, config)
-
-    def attribute_views(self, views: Sequence[View], queries: Sequence[str], config: MaskConfig) -> list[Attribution]:
-        if not any(v.tiles for v in views):
-            return self.attribute([v.image for v in views], queries, config)
-        queries = check_queries(queries, len(views))
-        # Every crop of every view goes through the model in one batch; each view's crops are
-        # then stitched back together from their raw maps.
-        crops: list[Image.Image] = []
-        crop_queries: list[str] = []
-        for v, q in zip(views, queries):
-            vc = v.crops()
-            crops.extend(vc)
-            crop_queries.extend([q] * len(vc))
-        tm = self.token_maps(crops, crop_queries, self.clip_layers(config), config.comp_layer)
-        out: list[Attribution] = []
-        start = 0
-        for v in views:
-            n = max(1, len(v.tiles))
-            part = slice(start, start + n)
-            start += n
-            if not v.tiles:
-                stitched = TokenMaps(tm.psi_cls[part], None if tm.psi_comp is None else tm.psi_comp[part],
-                                     tm.layers, tm.comp_layer)
-            else:
-                cells = [t.cell for t in v.tiles]
-                grid = v.grid or (0, 0)
-                psi_comp = None if tm.psi_comp is None else mapmath.stitch(tm.psi_comp[part], cells, grid)[None]
-                stitched = TokenMaps(mapmath.stitch(tm.psi_cls[part], cells, grid)[None], psi_comp, tm.layers,
-                                     tm.comp_layer)
-            out.extend(self.attributions(stitched, config))
-        return out
+    def map_batches(self, images: Sequence[Image.Image], queries: Sequence[str],
+                    settings: AuxiliarySettings) -> list[MapBatch]:
+        tm = self.token_maps(images, queries, self.clip_layers(settings), settings.comp_layer)
+        maps = {"psi_cls": tm.psi_cls} if tm.psi_comp is None else {"psi_cls": tm.psi_cls, "psi_comp": tm.psi_comp}
+        return [MapBatch(maps, [None] * tm.psi_cls.shape[0])]
 
     @staticmethod
     def merge(token_maps: TokenMaps, config: MaskConfig) -> torch.Tensor:
-        """Token maps -> final ``[B, P, P]`` mask with the config's enhance and kernel."""
-        return mapmath.merge_clip_maps(token_maps.psi_cls, token_maps.psi_comp,
-                                       enhance_coe=config.enhance, kernel=config.kernel,
-                                       kernel_grid=config.kernel_grid, strict_order=config.strict_order)
-
-    def attributions(self, tm: TokenMaps, config: MaskConfig) -> list[Attribution]:
-        masks = self.merge(tm, config).cpu()
-        out = []
-        for i in range(masks.shape[0]):
-            maps = {"psi_cls": tm.psi_cls[i].cpu()}
-            if tm.psi_comp is not None:
-                maps["psi_comp"] = tm.psi_comp[i].cpu()
-            out.append(Attribution(mask=masks[i], maps=maps))
-        return out
+        """Token maps -> final ``[B, P, P]`` mask (the mask stage, :func:`attnprompt.maps.final_mask`)."""
+        maps = {"psi_cls": token_maps.psi_cls}
+        if token_maps.psi_comp is not None:
+            maps["psi_comp"] = token_maps.psi_comp
+        return mapmath.final_mask(maps, config)
 
     def token_maps(
         self,

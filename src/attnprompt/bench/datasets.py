@@ -8,8 +8,10 @@ from .benchmarks import (
     SHORT_ANSWER_SUFFIX,
     VIZWIZ_SUFFIX,
     BenchmarkDataWarning,
+    HUB_SPLITS,
     BenchmarkSpec,
     load_benchmark,
+    load_data,
     load_from_hub,
     register_benchmark,
 )
@@ -17,6 +19,7 @@ from .benchmarks.common import DOCS
 from .benchmarks.llavabench import read_llavabench
 from .benchmarks.mmbench import read_mmbench
 from .benchmarks.mme import IMAGE_EXTS, MME_SUBTASKS, read_mme
+from .benchmarks.mmmu import read_mmmu
 from .benchmarks.mmvet import read_mmvet
 from .benchmarks.pope import POPE_SPLITS, read_pope
 from .benchmarks.textvqa import read_textvqa
@@ -33,12 +36,15 @@ __all__ = [
     "SHORT_ANSWER_SUFFIX",
     "VIZWIZ_SUFFIX",
     "MULTIPLE_CHOICE_SUFFIX",
+    "HUB_SPLITS",
     "load_benchmark",
+    "load_data",
     "load_from_hub",
     "register_benchmark",
     "read_llavabench",
     "read_mmbench",
     "read_mme",
+    "read_mmmu",
     "read_mmvet",
     "read_pope",
     "read_textvqa",

@@ -16,7 +16,8 @@ class Item:
         id: unique within its benchmark (a string, stable across runs: answers are keyed by it).
         image: path of the image file.
         question: the exact text the target model is given (multiple-choice questions include
-            their options and the answer instruction, as the benchmark's official prompt does).
+            their options and the answer instruction, as the benchmark's official prompt does):
+            ``query + instruction`` for items made by :meth:`asking`.
         answers: the references: 10 human answers (TextVQA, VizWiz), ``["yes"]``/``["no"]``
             (POPE, MME), an option letter (MMBench), a reference answer (MM-Vet, LLaVA-Bench).
         category: the key of the per-category breakdown (MME subtask, MM-Vet capabilities joined
@@ -24,6 +25,10 @@ class Item:
         meta: what a scorer or judge needs besides (MMBench: ``index``, ``circular`` group id,
             ``options``; MME: ``pair`` (image id shared by its two questions); LLaVA-Bench:
             ``context`` (the caption given to the judge)).
+        query: what the auxiliary model is asked and a judge is shown: the question (with a
+            multiple-choice question's options) without the answer-format instruction; the
+            whole ``question`` when not given.
+        instruction: the answer-format instruction appended for the target (``prompt_suffix``).
     """
 
     id: str
@@ -32,6 +37,18 @@ class Item:
     answers: tuple[str, ...]
     category: str | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    query: str = field(default="", compare=False)
+    instruction: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.query:
+            object.__setattr__(self, "query", self.question)
+
+    @classmethod
+    def asking(cls, id: str, image: str, query: str, instruction: str, answers: tuple[str, ...],
+               category: str | None = None, meta: dict[str, Any] | None = None) -> "Item":
+        """An item whose target prompt is ``query + instruction``."""
+        return cls(id, image, query + instruction, answers, category, dict(meta or {}), query, instruction)
 
 
 @dataclass

@@ -79,13 +79,6 @@ def _replies(items: Sequence[Item], answers: Mapping[str, str]) -> list[str]:
     return [str(answers[i]) for i in ids]
 
 
-def _question(item: Item) -> str:
-    """The question as the benchmark file has it (``meta["raw_question"]`` when a reader kept it;
-    the MM-Vet and LLaVA-Bench readers add no suffix by default, so ``item.question`` is it)."""
-    raw = item.meta.get("raw_question")
-    return raw if isinstance(raw, str) else item.question
-
-
 def _map(fn: Callable[[_T], _R], args: Sequence[_T], max_workers: int) -> list[_R]:
     if int(max_workers) < 1:
         raise ValueError(f"max_workers must be >= 1, got {max_workers}")
@@ -289,7 +282,7 @@ def judge_mmvet(
 
     def grade(k: int):
         it = items[k]
-        return _grade_mmvet(judge, _question(it), it.answers[0], preds[k], int(max_tokens))
+        return _grade_mmvet(judge, it.query, it.answers[0], preds[k], int(max_tokens))
 
     results = _map(grade, range(len(items)), max_workers)
     units: dict[str, float] = {}
@@ -380,7 +373,7 @@ def llavabench_messages(item: Item, prediction: str) -> list[dict[str, str]]:
     role, prompt = rule["role"], rule["prompt"]
     content = (
         f"[Context]\n{context}\n\n"
-        f"[Question]\n{_question(item)}\n\n"
+        f"[Question]\n{item.query}\n\n"
         f"[{role} 1]\n{item.answers[0]}\n\n[End of {role} 1]\n\n"
         f"[{role} 2]\n{prediction}\n\n[End of {role} 2]\n\n"
         f"[System]\n{prompt}\n\n"

@@ -3,9 +3,10 @@
 The run folder holds everything needed to resume and to report::
 
     OUT/run.json                    the settings (a rerun must match them)
-    OUT/masks/<auxiliary>/          annotated images + manifest.jsonl, made by the core's manifest
-                                    job (attnprompt.jobs.run_manifest) and reused by every
-                                    condition and by later runs that point --masks-dir here
+    OUT/masks/                      the content-addressed store of prompt images (bench/masks.py):
+                                    <key>.png + manifest.jsonl, keyed by image content, query,
+                                    auxiliary and mask settings; shared by every condition, and by
+                                    other benchmarks and runs that point --masks-dir at it
     OUT/answers/<condition>.jsonl   one fsynced line per answered item (id, prompt, answer | error)
     OUT/scores.json                 per condition: headline, per-category, official extras, units;
                                     paired bootstrap of each condition against the baseline
@@ -17,7 +18,6 @@ A crash loses at most the batch in flight; rerunning the same command resumes.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -28,12 +28,15 @@ from typing import Any, Mapping, Protocol, Sequence
 from PIL import Image
 
 from ..errors import ROW_ERRORS, AttnPromptError
-from ..files import ManifestRow, append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from ..files import append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
 from ..progress import progress_bar
 from ..styles import STYLES
-from .benchmarks import BENCHMARKS, MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, VIZWIZ_SUFFIX, load_benchmark
+from .benchmarks import BENCHMARKS, load_data
 from .conditions import Condition, get_conditions
 from .items import Item, Score
+from .masks import MaskCounts, make_masks
+from .metrics import category_name, headline_name, official_metrics
+from .presets import benchmark_preset
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
@@ -48,12 +51,21 @@ class Target(Protocol):
 
 
 def _query(item: Item) -> str:
-    """The question without the benchmark's answer-format instruction (the auxiliary's query)."""
-    text = item.question
-    for suffix in (VIZWIZ_SUFFIX, SHORT_ANSWER_SUFFIX, MULTIPLE_CHOICE_SUFFIX):
-        if text.endswith(suffix):
-            return text[: -len(suffix)].strip()
-    return text.strip()
+    """What the auxiliary is asked: the item's query (the question without the answer-format
+    instruction)."""
+    return item.query.strip()
+
+
+def _sources(item: Item, multi: bool) -> list[str]:
+    """The images the target sees: all the question refers to for a target that takes several
+    (``meta["images"]``, MMMU), else ``item.image``."""
+    images = item.meta.get("images") if multi else None
+    return [str(p) for p in images] if images else [item.image]
+
+
+def _takes_several_images(target: Any) -> bool:
+    """A target declares ``max_images`` > 1 when its ``answer`` accepts a list of images per prompt."""
+    return int(getattr(target, "max_images", 1) or 1) > 1
 
 
 def _check_run(out: Path, settings: dict[str, Any]) -> None:
@@ -72,47 +84,17 @@ def _check_run(out: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
 
 
-def _settings_slug(settings: tuple[tuple[str, Any], ...]) -> str:
-    """A short, readable folder suffix for a condition's mask settings (plus a digest: unique)."""
-    if not settings:
-        return ""
-    text = ",".join(f"{k}={v}" for k, v in settings)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return "-" + "-".join(str(v) if k == "style" else f"{k}{v}" for k, v in settings)[:40] + "-" + digest
-
-
-def make_masks(
-    items: Sequence[Item],
-    prompter: Any,
-    folder: str | os.PathLike[str],
-    *,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> dict[str, str | Exception]:
-    """Annotated images for every item through the core's manifest job; ``{id: path | error}``."""
-    from ..jobs import OUTPUT_MANIFEST, run_manifest
-
-    rows = [ManifestRow(id=it.id, image=it.image, question=_query(it), line=i + 1) for i, it in enumerate(items)]
-    run_manifest(prompter, rows, folder, batch_size=batch_size, progress=progress)
-    out: dict[str, str | Exception] = {}
-    for rec in read_jsonl_tolerant(Path(folder) / OUTPUT_MANIFEST):
-        if rec.get("status") == "ok" and rec.get("output"):
-            out[str(rec["id"])] = str(Path(folder) / rec["output"])
-        elif str(rec.get("id")) not in out:
-            out[str(rec.get("id"))] = AttnPromptError(str(rec.get("error") or "annotation failed"))
-    return out
-
-
 def _answer_condition(
     condition: Condition,
     items: Sequence[Item],
     target: Target,
-    images: Mapping[str, str | Exception],
+    images: Mapping[str, Sequence[str | Exception]],
     previous: Mapping[str, str] | None,
     path: Path,
     *,
     chunk: int,
     progress: bool,
+    multi: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Answer every item not yet in ``path``; returns ``{id: record}`` for all items in the file."""
     old = read_jsonl_tolerant(path) if path.exists() else []
@@ -122,16 +104,18 @@ def _answer_condition(
     try:
         for start in range(0, len(todo), chunk):
             batch = todo[start:start + chunk]
-            ready: list[tuple[Item, Image.Image, str]] = []
+            ready: list[tuple[Item, Any, str]] = []
             for it in batch:
-                source = images.get(it.id, it.image)
+                sources = images.get(it.id) or _sources(it, multi)
                 try:
-                    if isinstance(source, Exception):
-                        raise source
+                    for source in sources:
+                        if isinstance(source, Exception):
+                            raise source
                     if previous is not None and it.id not in previous:
                         raise AttnPromptError("no answer under 'original' to reflect on")
                     prompt = condition.prompt(it.question, previous.get(it.id) if previous is not None else None)
-                    ready.append((it, load_image(source), prompt))
+                    loaded = [load_image(str(src)) for src in sources]
+                    ready.append((it, loaded if len(loaded) > 1 else loaded[0], prompt))
                 except ROW_ERRORS as exc:
                     append_jsonl(path, {"id": it.id, "condition": condition.name, "answer": None, "error": str(exc)})
                     bar.update(1)
@@ -169,9 +153,11 @@ def evaluate(
     lvlm: Any = None,
     preset: str | None = None,
     masks_dir: str | os.PathLike[str] | None = None,
+    presets_dir: str | os.PathLike[str] | None = None,
     judge: Any = None,
     limit: int | None = None,
     data_options: Mapping[str, Any] | None = None,
+    items: Sequence[Item] | None = None,
     batch_size: int = 8,
     n_boot: int = 2000,
     seed: int = 0,
@@ -181,7 +167,10 @@ def evaluate(
 
     ``clip`` / ``lvlm``: the auxiliary for the ``api-clip`` / ``api-lvlm`` conditions: a model name
     (hub id, folder, shipped name) or a loaded :class:`attnprompt.Prompter`. ``preset`` is the
-    mask preset for both. Returns the content of ``scores.json``.
+    mask preset for both; without it each auxiliary uses the benchmark's preset
+    (:mod:`attnprompt.bench.presets`, extended by the preset files in ``presets_dir``). ``data`` is the release folder or ``hf:ID[@split]``
+    (:func:`~attnprompt.bench.datasets.load_data`); ``items`` skips reading it (already read, as
+    the command line does before loading any model). Returns the content of ``scores.json``.
     """
     from ..prompter import Prompter
 
@@ -196,7 +185,9 @@ def evaluate(
     for m in sorted(masks_needed):
         if auxiliaries[m] is None:
             raise AttnPromptError(f"the {m} conditions need an auxiliary model: give --aux-{m} MODEL")
-    items = load_benchmark(benchmark, data, limit=limit, **dict(data_options or {}))
+    chosen = {m: benchmark_preset(benchmark, m, preset, presets_dir) for m in sorted(masks_needed)}
+    if items is None:
+        items = load_data(benchmark, data, limit=limit, **dict(data_options or {}))
     if not items:
         raise AttnPromptError(f"{benchmark}: no items to evaluate in {data}")
     root = Path(out)
@@ -207,11 +198,22 @@ def evaluate(
                       "limit": limit, "preset": preset,
                       "auxiliary": {m: _model_name(auxiliaries[m]) for m in sorted(masks_needed)}})
 
-    images: dict[Any, Mapping[str, str | Exception]] = {None: {}}
+    multi = _takes_several_images(target)
+    images: dict[Any, Mapping[str, Sequence[str | Exception]]] = {None: {}}
+    counts = MaskCounts()
+    used_presets: dict[str, dict[str, Any]] = {}
+    folder = Path(masks_dir) if masks_dir else root / "masks"
+    wanted = [(src, _query(it)) for it in items for src in _sources(it, multi)]
     for m in sorted(masks_needed):
         aux = auxiliaries[m]
-        prompter = aux if isinstance(aux, Prompter) else Prompter(str(aux), kind=m, preset=preset)
-        # one set of prompt images per distinct mask setting (api-clip, api-clip:blur, ...)
+        if isinstance(aux, Prompter):
+            prompter, source = aux, "the settings of the Prompter given"
+        else:
+            prompter, source = Prompter(str(aux), kind=m, preset=chosen[m][0]), chosen[m][1]
+        used_presets[m] = {"settings": prompter.config.to_dict(), "source": source}
+        # one set of prompt images per distinct mask setting (api-clip, api-clip:blur, ...), all in
+        # one content-addressed store: a setting already made (by another condition, benchmark or
+        # run) is reused
         for settings in dict.fromkeys(c.settings for c in conds if c.mask == m):
             variant = prompter
             if settings:
@@ -219,10 +221,19 @@ def evaluate(
             if STYLES[variant.config.style].images > 1 and not getattr(target, "multi_image", False):
                 raise AttnPromptError(f"style {variant.config.style} gives {STYLES[variant.config.style].images} "
                                       f"images per question; target {target.name} takes one")
-            name = safe_stem(f"{m}-{_model_name(aux)}-{preset or 'default'}" + _settings_slug(settings))
-            folder = Path(masks_dir) / name if masks_dir else root / "masks" / name
             _say(progress, f"attention prompts from {_model_name(aux)} -> {folder}")
-            images[(m, settings)] = make_masks(items, variant, folder, batch_size=batch_size, progress=progress)
+            made, computed, reused = make_masks(wanted, variant, folder, batch_size=batch_size, progress=progress)
+            per_item: dict[str, list[str | Exception]] = {}
+            position = 0
+            for it in items:
+                n = len(_sources(it, multi))
+                per_item[it.id] = made[position:position + n]
+                position += n
+            images[(m, settings)] = per_item
+            # every further condition with the same auxiliary and settings reuses the whole set
+            uses = sum(c.mask == m and c.settings == settings for c in conds)
+            ok = sum(isinstance(p, str) for p in made)
+            counts.add(m, computed, reused + ok * (uses - 1), len(made) - ok)
 
     records: dict[str, dict[str, dict[str, Any]]] = {}
     order = ([get_conditions("original")[0]] if any(c.reflects for c in conds) and "original" not in names else []) + [
@@ -234,10 +245,12 @@ def evaluate(
         records[c.name] = _answer_condition(c, items, target, images[(c.mask, c.settings) if c.mask else None],
                                             previous,
                                             root / "answers" / f"{safe_stem(c.name)}.jsonl",
-                                            chunk=max(1, batch_size) * 4, progress=progress)
+                                            chunk=max(1, batch_size) * 4, progress=progress, multi=multi)
 
     result: dict[str, Any] = {"benchmark": benchmark, "target": target.name, "n_items": len(items),
-                              "conditions": {}, "baseline": None, "comparisons": {}}
+                              "metric": headline_name(kind), "category_metric": category_name(kind),
+                              "conditions": {}, "baseline": None, "comparisons": {}, "masks": counts.to_dict(),
+                              "presets": used_presets}
     scores: dict[str, Score] = {}
     for c in conds:
         answered = {k: str(r["answer"]) for k, r in records[c.name].items()}
@@ -250,6 +263,7 @@ def evaluate(
             "overall": s.overall, "per_category": s.per_category, "extra": s.extra, "units": s.units,
             "answered": len(scored_items), "errors": len(items) - len(scored_items),
         }
+        result["conditions"][c.name]["official"] = dict(official_metrics(kind, result["conditions"][c.name]))
     baseline = "original" if "original" in scores else names[0]
     result["baseline"] = baseline
     for name, s in scores.items():
@@ -294,22 +308,38 @@ def _say(enabled: bool, msg: str) -> None:
 # --- tables ---------------------------------------------------------------------------------------
 
 
-def _rows(results: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Rows: (target, condition); columns: per benchmark the headline, the difference to the
-    baseline with its 95% CI and the number of changed units, then the per-category scores."""
+def _kind(benchmark: str) -> str:
+    spec = BENCHMARKS.get(benchmark)
+    return spec.scorer if spec else ""
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _rows(results: Sequence[Mapping[str, Any]], official: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Rows: (target, condition); columns: per benchmark the headline (its metric in the header),
+    the difference to the baseline with its 95% CI and the number of changed units, then the
+    per-category scores; with ``official`` also every official figure (:mod:`.metrics`)."""
     benchmarks = list(dict.fromkeys(r["benchmark"] for r in results))
     cats = {b: list(dict.fromkeys(c for r in results if r["benchmark"] == b
                                   for cond in r["conditions"].values() for c in cond["per_category"]))
             for b in benchmarks}
+    names = {b: list(dict.fromkeys(m for r in results if r["benchmark"] == b for cond in r["conditions"].values()
+                                   for m, _ in official_metrics(_kind(b), cond))) if official else []
+             for b in benchmarks}
     header = ["target", "condition"]
     for b in benchmarks:
-        header += [b, f"{b} diff [95% CI]", f"{b} changed"] + [f"{b}:{c}" for c in cats[b]]
+        header += [f"{b} {headline_name(_kind(b))}", f"{b} diff [95% CI]", f"{b} changed"]
+        header += [f"{b}:{c}" for c in cats[b]] + [f"{b} | {m}" for m in names[b][1:]]
     table: dict[tuple[str, str], dict[str, str]] = {}
     for r in results:
         b = r["benchmark"]
         for name, cond in r["conditions"].items():
             row = table.setdefault((r["target"], name), {})
-            row[b] = f"{cond['overall']:.2f}"
+            row[f"{b} {headline_name(_kind(b))}"] = f"{cond['overall']:.2f}"
             cmp = r["comparisons"].get(name)
             row[f"{b} diff [95% CI]"] = (f"{cmp['diff']:+.2f} [{cmp['ci'][0]:+.2f}, {cmp['ci'][1]:+.2f}]"
                                          if cmp else "baseline")
@@ -317,27 +347,54 @@ def _rows(results: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[st
             for c in cats[b]:
                 v = cond["per_category"].get(c)
                 row[f"{b}:{c}"] = "" if v is None else f"{v:.2f}"
+            if official:
+                for m, v in official_metrics(_kind(b), cond)[1:]:
+                    row[f"{b} | {m}"] = _fmt(v)
     body = [[t, cname] + [row.get(h, "") for h in header[2:]] for (t, cname), row in table.items()]
     return header, body
 
 
-def format_table(results: Sequence[Mapping[str, Any]]) -> str:
-    """A Markdown table of one or more runs' ``scores.json``."""
+def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
+
+
+def format_table(results: Sequence[Mapping[str, Any]], *, details: bool = False) -> str:
+    """A Markdown table of one or more runs' ``scores.json``: headline, difference to the baseline
+    and per-category scores, with a line naming each column's metric; with ``details`` also, per
+    benchmark, every official figure (rows) for every condition (columns), and the mask counts."""
     header, body = _rows(results)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
+    lines = _markdown(header, body)
+    benchmarks = list(dict.fromkeys(r["benchmark"] for r in results))
+    lines.append("")
+    lines += [f"{b}: {headline_name(_kind(b))}; {b}:CATEGORY = {category_name(_kind(b))}; diff = condition - baseline "
+              "with a paired-bootstrap 95% CI; changed = units whose score changed" for b in benchmarks]
+    if not details:
+        return "\n".join(lines) + "\n"
+    for b in benchmarks:
+        runs = [(r, name, cond) for r in results if r["benchmark"] == b for name, cond in r["conditions"].items()]
+        metrics = list(dict.fromkeys(m for _, _, cond in runs for m, _ in official_metrics(_kind(b), cond)))
+        values = [dict(official_metrics(_kind(b), cond)) for _, _, cond in runs]
+        lines += ["", f"## {b}: official metrics", ""]
+        lines += _markdown(["metric"] + [f"{r['target']} / {name}" for r, name, _ in runs],
+                           [[m] + [_fmt(v.get(m)) for v in values] for m in metrics])
+    for r in results:
+        masks = r.get("masks")
+        if masks and (masks.get("computed") or masks.get("reused") or masks.get("failed")):
+            lines += ["", f"{r['benchmark']} / {r['target']}: masks: {masks['computed']} computed, "
+                          f"{masks['reused']} reused, {masks.get('failed', 0)} failed"]
     return "\n".join(lines) + "\n"
 
 
 def write_table(results: Sequence[Mapping[str, Any]], folder: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``table.md`` and ``table.csv`` into ``folder``."""
-    header, body = _rows(results)
+    """Write ``table.md`` (the table, the metric legend, every official figure, the mask counts)
+    and ``table.csv`` (one row per target and condition, every figure a column) into ``folder``."""
+    header, body = _rows(results, official=True)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(body)
     md, csv_path = Path(folder) / "table.md", Path(folder) / "table.csv"
-    atomic_write_text(md, format_table(results))
+    atomic_write_text(md, format_table(results, details=True))
     atomic_write_text(csv_path, buf.getvalue())
     return md, csv_path
 

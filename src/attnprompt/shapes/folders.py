@@ -27,6 +27,11 @@ Layouts:
   ``answerable, answer_type``) and ``val/``; VizWiz has one question per image, so each question
   has its own copy of its scene. Questions are the world's referring queries (where is the red
   circle? what shape is the blue object? what color is the square?) and its presence questions.
+- ``mmmu``: ``<Subject>/validation-00000-of-00001.parquet`` as the hub repository MMMU/MMMU (the
+  scene embedded as ``image_1``, ``<image 1>`` after the question). Per scene three questions:
+  "what shape is the X object?" as a 4-option multiple choice (subject Math), "what color is
+  the S?" as a 4-option multiple choice (subject Art), and "where is the X S?" as an open question
+  answered with the position words (subject Geography). Needs pyarrow.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from ..io import atomic_save_image, atomic_write_text
 from .render import COLORS, SHAPES
 from .world import Scene, make_dataset, scene_seed
 
-__all__ = ["SPLIT_SEEDS", "WRITERS", "ITEMS_FILE", "split_seed", "write_folder", "write_pope", "write_vizwiz",
+__all__ = ["SPLIT_SEEDS", "WRITERS", "ITEMS_FILE", "split_seed", "write_folder", "write_pope", "write_vizwiz", "write_mmmu",
            "read_item_kinds", "register_writer"]
 
 #: Dataset seeds of the held-out splits (disjoint from each other and from the training datasets).
@@ -155,8 +160,71 @@ def write_vizwiz(out: str | os.PathLike[str], n_scenes: int = 200, *, split: str
     return root
 
 
+#: MMMU-like subjects of the world's question kinds (subject, subfield, question type)
+MMMU_KINDS: dict[str, tuple[str, str, str]] = {
+    "color": ("Math", "Geometry", "multiple-choice"),
+    "shape": ("Art", "Color", "multiple-choice"),
+    "color+shape": ("Geography", "Position", "open"),
+}
+
+
+def write_mmmu(out: str | os.PathLike[str], n_scenes: int = 200, *, split: str | int = "validation",
+               n_objects: tuple[int, int] = DEFAULT_OBJECTS, clutter: float = DEFAULT_CLUTTER) -> Path:
+    """Write an MMMU-layout folder: three questions per scene (see the module doc), one parquet per
+    subject with the scene's PNG embedded; returns the folder."""
+    try:
+        import pyarrow as pa  # type: ignore[import-not-found]
+        import pyarrow.parquet as pq  # type: ignore[import-not-found]
+    except ImportError:
+        raise AttnPromptError("the MMMU layout is parquet: it needs pyarrow (pip install 'attnprompt[hub]')") from None
+    import io
+
+    seed = split_seed(split)
+    root = Path(out)
+    rows: dict[str, list[dict[str, Any]]] = {subject: [] for subject, _, _ in MMMU_KINDS.values()}
+    items: list[dict[str, Any]] = []
+    for i, scene in enumerate(_scenes(n_scenes, seed, n_objects, clutter)):
+        buf = io.BytesIO()
+        scene.image.save(buf, format="PNG")
+        png = {"bytes": buf.getvalue(), "path": f"shapes_{seed}_{i:06d}.png"}
+        rng = np.random.default_rng(np.random.SeedSequence([seed, i, 7]))
+        for kind, (subject, subfield, qtype) in MMMU_KINDS.items():
+            q = next((q for q in scene.queries() if q.kind == kind), None)
+            if q is None:
+                continue
+            options: list[str] = []
+            answer = q.answer
+            if qtype == "multiple-choice":
+                pool = [x for x in (SHAPES if kind == "color" else COLORS) if x != q.answer]
+                picked = [pool[int(j)] for j in rng.permutation(len(pool))[:3]]
+                options = picked + [q.answer]
+                options = [options[int(j)] for j in rng.permutation(len(options))]
+                answer = chr(ord("A") + options.index(q.answer))
+            qid = f"validation_{subject}_{len(rows[subject]) + 1}"
+            rows[subject].append({
+                "id": qid, "question": f"{q.text} <image 1>", "options": repr(options), "explanation": "",
+                "image_1": png, **{f"image_{n}": None for n in range(2, 8)}, "img_type": "['Diagrams']",
+                "answer": answer, "topic_difficulty": "Easy", "question_type": qtype, "subfield": subfield,
+            })
+            items.append({"id": qid, "kind": kind, "hard": q.hard, "scene_seed": scene.seed, "answer": answer})
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("id", pa.string()), ("question", pa.string()), ("options", pa.string()),
+                        ("explanation", pa.string()), *[(f"image_{n}", image) for n in range(1, 8)],
+                        ("img_type", pa.string()), ("answer", pa.string()), ("topic_difficulty", pa.string()),
+                        ("question_type", pa.string()), ("subfield", pa.string())])
+    for subject, recs in rows.items():
+        if recs:
+            (root / subject).mkdir(parents=True, exist_ok=True)
+            target = root / subject / "validation-00000-of-00001.parquet"
+            tmp = target.with_name(f".{target.name}.tmp")
+            pq.write_table(pa.Table.from_pylist(recs, schema=schema), tmp)
+            os.replace(tmp, target)
+    atomic_write_text(root / ITEMS_FILE, _lines(items))
+    return root
+
+
 Writer = Callable[..., Path]
-WRITERS: dict[str, Writer] = {"pope": write_pope, "vizwiz": write_vizwiz}
+WRITERS: dict[str, Writer] = {"pope": write_pope, "vizwiz": write_vizwiz, "mmmu": write_mmmu}
 
 
 def register_writer(benchmark: str, writer: Writer) -> Writer:

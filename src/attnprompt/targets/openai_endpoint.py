@@ -116,7 +116,14 @@ class OpenAIEndpointTarget:
             the cache key).
         system_prompt: optional system message put before every :meth:`answer` request.
         image_first: put the image part before the text part (default: text, then image).
+
+    Several images per prompt: give a list of images in place of one; they are sent as
+    consecutive image parts, in order (up to :attr:`max_images`; MMMU's questions refer to
+    several).
     """
+
+    #: images one prompt may carry (the harness gives multi-image questions all their images)
+    max_images = 8
 
     def __init__(
         self,
@@ -188,12 +195,13 @@ class OpenAIEndpointTarget:
             "image_first": self.image_first,
         }
 
-    def build_messages(self, image: Image.Image | None, prompt: str) -> list[dict[str, Any]]:
-        """The chat messages sent for one (image, prompt) pair."""
+    def build_messages(self, image: Image.Image | Sequence[Image.Image] | None, prompt: str) -> list[dict[str, Any]]:
+        """The chat messages sent for one (image or images, prompt) pair."""
         parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         if image is not None:
-            img = {"type": "image_url", "image_url": {"url": encode_image_data_url(image)}}
-            parts = [img, *parts] if self.image_first else [*parts, img]
+            imgs = [{"type": "image_url", "image_url": {"url": encode_image_data_url(im)}}
+                    for im in (image if isinstance(image, (list, tuple)) else [image])]
+            parts = [*imgs, *parts] if self.image_first else [*parts, *imgs]
         messages: list[dict[str, Any]] = []
         if self.system_prompt is not None:
             messages.append({"role": "system", "content": self.system_prompt})
@@ -216,13 +224,18 @@ class OpenAIEndpointTarget:
                 f"OpenAI endpoint: got {len(images)} images but {len(prompts)} prompts; they must pair up"
             )
         for i, (im, p) in enumerate(zip(images, prompts)):
-            if im is not None and not isinstance(im, Image.Image):
+            several = isinstance(im, (list, tuple))
+            if several and not (0 < len(im) <= self.max_images and all(isinstance(x, Image.Image) for x in im)):
+                raise AttnPromptError(f"OpenAI endpoint: item {i}: a list of images must hold 1 to {self.max_images} "
+                                      "PIL images")
+            if im is not None and not several and not isinstance(im, Image.Image):
                 raise AttnPromptError(f"OpenAI endpoint: item {i}: image must be a PIL image, got {type(im).__name__}")
             if not isinstance(p, str):
                 raise AttnPromptError(f"OpenAI endpoint: item {i}: prompt must be a string, got {type(p).__name__}")
         settings = self.settings()
         results: list[str | None] = [None] * len(prompts)
-        digests = [image_digest(im) if im is not None else None for im in images]
+        digests = [None if im is None else "+".join(image_digest(x) for x in im) if isinstance(im, (list, tuple))
+                   else image_digest(im) for im in images]
         pending: dict[str, list[int]] = {}  # cache key -> indices sharing it
         for i, (d, p) in enumerate(zip(digests, prompts)):
             key = AnswerCache.key(self.model, d, p, settings)

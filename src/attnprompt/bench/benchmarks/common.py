@@ -62,7 +62,7 @@ class BenchmarkSpec:
         files: what ``--data DIR`` must hold (relative to DIR).
         layout: the expected layout in one line (used in error messages).
         scorer: the scorer's name: ``"vqa"``, ``"pope"``, ``"mme"``, ``"mmbench"``,
-            ``"mmvet-judge"`` or ``"llavabench-judge"``.
+            ``"mmvet-judge"``, ``"llavabench-judge"`` or ``"mmmu"``.
         prompt_suffix: the default text appended to every question (LLaVA-1.5's prompt).
         url: where to download the release.
         score: the scorer itself: ``score(items, answers, judge) -> Score`` (``judge`` is
@@ -70,6 +70,10 @@ class BenchmarkSpec:
         hub_items: ``hub_items(row, image, n, seen, prompt_suffix, circular) -> list[Item]``,
             the mapping of one row of the benchmark's Hugging Face copy (lmms-lab schema) to
             items, or ``None`` when :func:`load_from_hub` cannot read it.
+        hub_reader: for copies whose rows do not fit ``hub_items`` (several image columns,
+            one configuration per subject: MMMU), ``hub_reader(rows_of, where, *, local, config,
+            limit, cache, options) -> list[Item]`` reads them all (``rows_of(config)`` opens one
+            configuration).
     """
 
     name: str
@@ -82,6 +86,7 @@ class BenchmarkSpec:
     url: str
     score: Callable[[Sequence[Item], Mapping[str, str], Any], Score] | None = None
     hub_items: Callable[..., list[Item]] | None = None
+    hub_reader: Callable[..., list[Item]] | None = None
 
     def options(self) -> list[str]:
         """The keyword options the reader accepts besides ``limit``."""

@@ -62,8 +62,8 @@ def read_llavabench(data: str | os.PathLike[str], *, limit: int | None = None, p
             if name not in contexts:
                 raise BadRow(f"no caption for image {name!r} in {cpath.name}")
             category = row.get("category")
-            items.append(Item(
-                id=qid, image=str(image), question=text_field(row, "text") + prompt_suffix, answers=(refs[qid],),
+            items.append(Item.asking(
+                qid, str(image), text_field(row, "text"), prompt_suffix, (refs[qid],),
                 category=category if isinstance(category, str) and category else None,
                 meta={"context": contexts[name]},
             ))
@@ -74,8 +74,9 @@ def read_llavabench(data: str | os.PathLike[str], *, limit: int | None = None, p
 
 def hub_items(row: dict[str, Any], image: Path, n: int, seen: dict[str, int], suffix: str, circular: bool) -> list[Item]:
     """Items of one row of the Hugging Face copy (lmms-lab schema)."""
-    return [Item(id_field(row, "question_id"), str(image), text_field(row, "question") + suffix, (text_field(row, "gpt_answer"),),
-                 row.get("category") or None, {"context": context_text(row.get("caption", ""))})]
+    return [Item.asking(id_field(row, "question_id"), str(image), text_field(row, "question"), suffix,
+                        (text_field(row, "gpt_answer"),), category=row.get("category") or None,
+                        meta={"context": context_text(row.get("caption", ""))})]
 
 
 def score(items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:

@@ -51,9 +51,9 @@ def mmbench_items(
         rotated = options[s:] + options[:s]
         opts = dict(zip(letters, rotated))
         text = (hint + "\n" if hint is not None else "") + question
-        text += "".join(f"\n{letter}. {opt}" for letter, opt in opts.items()) + suffix
-        items.append(Item(
-            id=f"{index}-{s}", image=str(image), question=text, answers=(letters[(correct - s) % k],),
+        text += "".join(f"\n{letter}. {opt}" for letter, opt in opts.items())
+        items.append(Item.asking(
+            f"{index}-{s}", str(image), text, suffix, (letters[(correct - s) % k],),
             category=category, meta={"index": index, "circular": str(index), "shift": s, "options": opts, "l2_category": l2},
         ))
     return items

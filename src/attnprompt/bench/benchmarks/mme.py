@@ -44,9 +44,13 @@ _YES_NO_INSTRUCTION = re.compile(r"\s*Please answer yes or no\.\s*$")
 
 
 def mme_question(raw: str, suffix: str) -> str:
-    # LLaVA-1.5 (and lmms-eval) replace MME's " Please answer yes or no." by their instruction.
+    """The question the auxiliary sees; the target sees it plus ``suffix``.
+
+    LLaVA-1.5 (and lmms-eval) replace MME's " Please answer yes or no." by their instruction;
+    without one, MME's question is kept verbatim.
+    """
     if suffix:
-        return _YES_NO_INSTRUCTION.sub("", raw) + suffix
+        return _YES_NO_INSTRUCTION.sub("", raw)
     return raw
 
 
@@ -54,8 +58,8 @@ def mme_item(subtask: str, pair: str, image: Path, i: int, raw: str, answer: str
     ans = answer.strip().lower()
     if ans not in ("yes", "no"):
         raise BadRow(f"answer must be Yes or No, got {answer!r}")
-    return Item(
-        id=f"{pair}/{i}", image=str(image), question=mme_question(raw.strip(), suffix), answers=(ans,),
+    return Item.asking(
+        f"{pair}/{i}", str(image), mme_question(raw.strip(), suffix), suffix, (ans,),
         category=subtask, meta={"pair": pair, "raw_question": raw.strip()},
     )
 

@@ -35,8 +35,8 @@ def mmvet_item(qid: str, image: Path, row: dict[str, Any], suffix: str) -> Item:
         caps = [c.strip() for c in caps.split(",") if c.strip()]
     if not isinstance(caps, list) or not caps or not all(isinstance(c, str) and c for c in caps):
         raise BadRow(f"field 'capability' must be a non-empty list of strings, got {caps!r}")
-    return Item(
-        id=qid, image=str(image), question=text_field(row, "question") + suffix, answers=(text_field(row, "answer", empty_ok=True),),
+    return Item.asking(
+        qid, str(image), text_field(row, "question"), suffix, (text_field(row, "answer", empty_ok=True),),
         category=",".join(sorted(caps)), meta={"capabilities": list(caps)},
     )
 

@@ -21,6 +21,7 @@ from .common import (
     id_field,
     image_path,
     jsonl_rows,
+    layout_error,
     text_field,
 )
 
@@ -36,28 +37,41 @@ def pope_item(split: str, qid: str, question: str, label: Any, image: Path, suff
     ans = label.strip().lower() if isinstance(label, str) else None
     if ans not in ("yes", "no"):
         raise BadRow(f"label must be 'yes' or 'no', got {label!r}")
-    return Item(id=f"{split}-{qid}", image=str(image), question=question + suffix, answers=(ans,), category=split)
+    return Item.asking(f"{split}-{qid}", str(image), question, suffix, (ans,), category=split)
 
 
 def read_pope(
     data: str | os.PathLike[str], *, limit: int | None = None, images_dir: str | os.PathLike[str] | None = None,
-    splits: Sequence[str] = POPE_SPLITS, prompt_suffix: str = SHORT_ANSWER_SUFFIX,
+    splits: Sequence[str] | str | None = None, prompt_suffix: str = SHORT_ANSWER_SUFFIX,
 ) -> list[Item]:
     """POPE (COCO): ``coco_pope_{random,popular,adversarial}.json`` (JSON lines) + COCO val2014 images.
 
-    The question files may sit in DIR or in ``DIR/coco``. Images come from ``images_dir``
-    (default ``DIR/images``, else ``DIR/val2014``). Ids are ``"{split}-{question_id}"`` (each file
-    numbers its questions from 1); ``category`` is the split.
+    The question files may sit in DIR or in ``DIR/coco``. ``splits`` (a list or comma-separated)
+    picks some, which must be there; by default every split present is read and one warning
+    names the missing ones (a folder with only ``coco_pope_random.json`` works). Images come
+    from ``images_dir`` (default ``DIR/images``, else ``DIR/val2014``). Ids are
+    ``"{split}-{question_id}"`` (each file numbers its questions from 1); ``category`` is the split.
     """
     root, log = data_root(data), Log("pope")
     if isinstance(splits, str):
-        splits = [s for s in splits.split(",") if s]
-    bad = [s for s in splits if s not in POPE_SPLITS]
-    if bad or not splits:
-        raise AttnPromptError(f"pope: unknown split(s) {bad or splits!r}; choose from {', '.join(POPE_SPLITS)}")
-    files = [
-        (s, find("pope", LAYOUT, root, [f"coco_pope_{s}.json", f"coco/coco_pope_{s}.json"])) for s in splits
-    ]
+        splits = [s.strip() for s in splits.split(",") if s.strip()]
+    if splits is not None:
+        bad = [s for s in splits if s not in POPE_SPLITS]
+        if bad or not splits:
+            raise AttnPromptError(f"pope: unknown split(s) {bad or splits!r}; choose from {', '.join(POPE_SPLITS)}")
+        files = [
+            (s, find("pope", LAYOUT, root, [f"coco_pope_{s}.json", f"coco/coco_pope_{s}.json"])) for s in splits
+        ]
+    else:
+        found = {s: next((root / rel for rel in (f"coco_pope_{s}.json", f"coco/coco_pope_{s}.json")
+                          if (root / rel).is_file()), None) for s in POPE_SPLITS}
+        files = [(s, p) for s, p in found.items() if p is not None]
+        if not files:
+            raise layout_error("pope", LAYOUT, root / "coco_pope_random.json")
+        missing = [s for s, p in found.items() if p is None]
+        if missing:
+            log.warn(f"split(s) {', '.join(missing)} not found in {root} (coco_pope_<split>.json); "
+                     f"reading {', '.join(s for s, _ in files)}")
     if images_dir is not None:
         images = Path(images_dir).expanduser().absolute()
         if not images.is_dir():

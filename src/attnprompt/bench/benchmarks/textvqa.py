@@ -46,8 +46,8 @@ def read_textvqa(data: str | os.PathLike[str], *, limit: int | None = None, prom
 
     def make(_: int, row: dict[str, Any]) -> Item:
         image = image_path(images, text_field(row, "image_id") + ".jpg")
-        return Item(id=id_field(row, "question_id"), image=str(image), question=text_field(row, "question") + prompt_suffix,
-                    answers=answer_strings(row.get("answers")))
+        return Item.asking(id_field(row, "question_id"), str(image), text_field(row, "question"), prompt_suffix,
+                           answer_strings(row.get("answers")))
 
     items = table_items(((f"{path} data[{i}]", i, row) for i, row in enumerate(rows)), limit, log, make)
     return finish(items, log, path, limit)
@@ -55,8 +55,8 @@ def read_textvqa(data: str | os.PathLike[str], *, limit: int | None = None, prom
 
 def hub_items(row: dict[str, Any], image: Path, n: int, seen: dict[str, int], suffix: str, circular: bool) -> list[Item]:
     """Items of one row of the Hugging Face copy (lmms-lab schema)."""
-    return [Item(id_field(row, "question_id"), str(image), text_field(row, "question") + suffix,
-                 answer_strings(row.get("answers")), None)]
+    return [Item.asking(id_field(row, "question_id"), str(image), text_field(row, "question"), suffix,
+                        answer_strings(row.get("answers")))]
 
 
 def score(items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:

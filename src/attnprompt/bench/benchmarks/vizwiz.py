@@ -46,10 +46,10 @@ def read_vizwiz(data: str | os.PathLike[str], *, limit: int | None = None, promp
     def make(_: int, row: dict[str, Any]) -> Item:
         image = image_path(images, row.get("image"))
         atype = row.get("answer_type")
-        return Item(id=image.stem, image=str(image), question=text_field(row, "question") + prompt_suffix,
-                    answers=answer_strings(row.get("answers")),
-                    category=atype if isinstance(atype, str) and atype else None,
-                    meta={"answerable": row.get("answerable")})
+        return Item.asking(image.stem, str(image), text_field(row, "question"), prompt_suffix,
+                           answer_strings(row.get("answers")),
+                           category=atype if isinstance(atype, str) and atype else None,
+                           meta={"answerable": row.get("answerable")})
 
     items = table_items(((f"{path} entry {i}", i, row) for i, row in enumerate(rows)), limit, log, make)
     return finish(items, log, path, limit)
@@ -58,8 +58,8 @@ def read_vizwiz(data: str | os.PathLike[str], *, limit: int | None = None, promp
 def hub_items(row: dict[str, Any], image: Path, n: int, seen: dict[str, int], suffix: str, circular: bool) -> list[Item]:
     """Items of one row of the Hugging Face copy (lmms-lab schema)."""
     cat = row.get("answer_type")
-    return [Item(id_field(row, "question_id"), str(image), text_field(row, "question") + suffix,
-                 answer_strings(row.get("answers")), cat if isinstance(cat, str) and cat else None)]
+    return [Item.asking(id_field(row, "question_id"), str(image), text_field(row, "question"), suffix,
+                        answer_strings(row.get("answers")), category=cat if isinstance(cat, str) and cat else None)]
 
 
 def score(items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:
