@@ -1,6 +1,6 @@
 """Does attention prompting help the tiny target answer? (prints a table, writes JSON)
 
-    python benchmarks/vqa.py [--scenes 200] [--json vqa.json]
+    python benchmarks/vqa.py [--scenes 200] [--json vqa.json] [--preset NAME_OR_FILE ...]
 
 The shipped shapes-llava answers questions about cluttered shapes-world scenes (3-5 objects,
 double clutter) on the original images and on images annotated with the CLIP auxiliary
@@ -23,11 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="shapes-llava")
     p.add_argument("--clip", default="shapes-clip")
     p.add_argument("--lvlm", default="shapes-llava", help="LVLM auxiliary ('' to skip)")
+    p.add_argument("--preset", action="append", default=None,
+                   help="CLIP preset name or preset file (repeatable; default: default and official)")
     p.add_argument("--scenes", type=int, default=200)
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     result = vqa(a.target, a.clip, a.lvlm or None, n_scenes=a.scenes, seed=a.seed,
+                 presets=tuple(a.preset or ("default", "official")),
                  progress=lambda m: print(f"... {m}", file=sys.stderr, flush=True))
     rows = result["conditions"]
     kinds = list(next(iter(rows.values()))["per_kind"])

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from attnprompt import AttnPromptError
-from attnprompt.bench.datasets import load_benchmark
+from attnprompt.bench.benchmarks import load_benchmark
 from attnprompt.io import load_image
 from attnprompt.shapes import make_scene
 from attnprompt.shapes.folders import (
-    ITEMS_FILE, SPLIT_SEEDS, main, read_item_kinds, scene_seeds, write_folder, write_pope, write_vizwiz,
+    ITEMS_FILE, SPLIT_SEEDS, main, read_item_kinds, read_items, scene_seeds, write_folder, write_pope, write_vizwiz,
 )
 
 
@@ -30,7 +30,10 @@ def test_pope_folder_is_read_by_the_pope_reader(tmp_path):
         labels = [it.answers[0] for it in items if it.category == split]
         assert labels.count("yes") == labels.count("no") == 4
     kinds = read_item_kinds(root)
-    assert set(kinds) == {it.id for it in items} and set(kinds.values()) == {"presence"}
+    assert set(kinds) == {it.id for it in items}
+    assert {kinds[it.id] for it in items if it.answers[0] == "yes"} == {"present"}
+    assert {kinds[it.id] for it in items if it.answers[0] == "no"} == {f"absent ({s})" for s in
+                                                                     ("random", "popular", "adversarial")}
     records = [json.loads(line) for line in (root / ITEMS_FILE).read_text().splitlines()]
     for it, rec in zip(items, records):
         scene = make_scene(rec["scene_seed"], n_objects=(3, 5), clutter=2.0)
@@ -38,6 +41,7 @@ def test_pope_folder_is_read_by_the_pope_reader(tmp_path):
         named = re.match(r"is there an? (.+?)\?", it.question).group(1)
         present = named in {o.name for o in scene.objects}
         assert present == (it.answers[0] == "yes"), (it.question, [o.name for o in scene.objects])
+        assert (rec["target"] is not None) == present and (not present or scene.objects[rec["target"]].name == named)
         if it.category == "adversarial" and not present:  # the near miss shares a colour with the scene
             assert named.split()[0] in {o.color for o in scene.objects}
 
@@ -48,8 +52,13 @@ def test_vizwiz_folder_is_read_by_the_vizwiz_reader(tmp_path):
     kinds = read_item_kinds(root)
     assert [it.id for it in items] == list(kinds)
     assert set(kinds.values()) <= {"color+shape", "color", "shape", "presence"} and "presence" in kinds.values()
+    records = {r["id"]: r for r in read_items(root)}
     for it in items:
         assert len(it.answers) == 10 and len(set(it.answers)) == 1
+        rec = records[it.id]
+        scene = make_scene(rec["scene_seed"], n_objects=(3, 5), clutter=2.0)
+        [query] = [q for q in scene.queries() if q.text == it.question.split("\n")[0]]
+        assert (query.target, query.answer) == (rec["target"], it.answers[0])
         assert it.category == ("yes/no" if kinds[it.id] == "presence" else "other")
     only = write_vizwiz(tmp_path / "colour", 3, split="test", kinds=("color",))
     assert set(read_item_kinds(only).values()) == {"color"}

@@ -8,7 +8,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from .jobs import JobSummary
@@ -32,6 +32,15 @@ examples:
   attnprompt annotate photo.jpg -q "What is the man holding?" -o out.png \\
       --model ./clip-vit-large-patch14-336 --preset official --save-maps
 
+  # several images, one question for all (outputs DIR/<name>.png and DIR/manifest.jsonl)
+  attnprompt annotate a.jpg b.jpg c.jpg -q "What is the man holding?" --out-dir prompted/
+
+  # a picture for people: original | heatmap with a colour bar | prompt, captioned
+  attnprompt figure examples/shapes_scene.png -q "where is the orange square?" --model shapes-clip -o fig.png
+
+  # the web app (http://127.0.0.1:7860; offline it starts on the shipped shapes models)
+  attnprompt app
+
   # a dataset: rows {"id": ..., "image": ..., "question": ...} in JSONL or CSV
   attnprompt annotate --manifest questions.jsonl --out-dir prompted/ --batch-size 16
 
@@ -45,7 +54,7 @@ examples:
   attnprompt annotate photo.jpg -q "..." -o out.png --layer -4..-1
 
   # an LVLM as auxiliary: the attention of its own answer to the image is the map
-  attnprompt annotate photo.jpg -q "..." -o out.png --aux lvlm --model llava-hf/llava-1.5-7b-hf \
+  attnprompt annotate photo.jpg -q "..." -o out.png --aux lvlm --model llava-hf/llava-1.5-7b-hf \\
       --layer 20 --reduction official --max-new-tokens 20 --highlight "red"
 
   # self-prompting: the same LVLM answers on the original, then on its own annotated image
@@ -68,14 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     ann = sub.add_parser(
         "annotate", help="annotate images with attention masks", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Annotate one image (IMAGE --query TEXT -o OUT) or a manifest (--manifest FILE --out-dir DIR).",
+        description="Annotate one image (IMAGE --query TEXT -o OUT), several with one question "
+                    "(IMAGE... --query TEXT --out-dir DIR) or a manifest (--manifest FILE --out-dir DIR).",
     )
-    ann.add_argument("image", nargs="?", help="input image (single mode)")
-    ann.add_argument("-q", "--query", help="the question or instruction about the image (single mode)")
-    ann.add_argument("-o", "--output", help="output image path (single mode; default IMAGE_api.png)")
+    ann.add_argument("image", nargs="*", help="input image(s)")
+    ann.add_argument("-q", "--query", help="the question or instruction about the image(s)")
+    ann.add_argument("-o", "--output", help="output image path (one image; default IMAGE_api.png)")
     ann.add_argument("--manifest", help="JSONL or CSV with columns id, image, question (batch mode)")
-    ann.add_argument("--out-dir", help="output folder (batch mode)")
-    _model_options(ann)
+    ann.add_argument("--out-dir", help="output folder (several images, or --manifest)")
+    _model_options(ann, batch=True)
     _mask_options(ann)
     output = ann.add_argument_group("output")
     output.add_argument("--format", choices=("rgb", "rgba", "heatmap"), default="rgb",
@@ -103,13 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     selfp.add_argument("image", help="input image")
     selfp.add_argument("-q", "--query", required=True, help="the question about the image")
     selfp.add_argument("-o", "--output", help="also save the annotated image here")
-    _model_options(selfp)
-    _mask_options(selfp)
+    _model_options(selfp, lvlm=True)
+    _mask_options(selfp, lvlm=True)
     selfp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     pr = sub.add_parser("presets", help="list the presets, and the per-benchmark presets eval uses, with their sources")
     pr.add_argument("--presets-dir", default=None,
                     help="also list the preset files naming a benchmark in this folder (default: $ATTNPROMPT_PRESETS_DIR)")
+
+    fig = sub.add_parser(
+        "figure", help="a picture for people: original | heatmap with a colour bar | prompt, captioned",
+        description="Writes OUT.png: the original, the attention map (with a colour bar) and the prompt image "
+                    "side by side, with the question, the auxiliary's answer (LVLM) and the settings as caption.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fig.add_argument("image", help="input image")
+    fig.add_argument("-q", "--query", required=True, help="the question or instruction about the image")
+    fig.add_argument("-o", "--output", help="output PNG (default IMAGE_figure.png)")
+    fig.add_argument("--caption", help="caption text (default: the question and the settings)")
+    _model_options(fig)
+    _mask_options(fig)
+    fig.add_argument("--quiet", action="store_true", help="no progress bars")
 
     demo = sub.add_parser(
         "demo", help="run the whole pipeline offline on shapes-world scenes and write an HTML report",
@@ -123,12 +147,62 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     demo.add_argument("--quiet", action="store_true", help="print only the report's path")
 
+    app = sub.add_parser(
+        "app", help="the web app: upload an image, ask, see the map and the prompt, ask a target",
+        description="A Gradio page served on http://HOST:PORT (offline it starts on the shipped shapes models).",
+    )
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    app.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    app.add_argument("--share", action="store_true", help="also make a temporary public link through Gradio")
+    app.add_argument("--auth", default=None,
+                     help="require a login: USER:PASSWORD (comma-separated for several) or @FILE (one per line)")
+    app.add_argument("--examples", default=None, help="folder of example images (default: ./examples)")
+    app.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    app.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
+
     ev = sub.add_parser(
         "eval", help="score a target VLM on a benchmark under several conditions (original, api-clip, ...)",
         description="Answers of a target model on a benchmark's images, original and attention-prompted, scored "
-                    "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv} "
+                    "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv,report.html} "
                     "and prints the table. Rerun the same command to resume.",
     )
+    ev.add_argument("--conditions", default="original,api-clip",
+                    help="comma-separated: original, api-clip, api-lvlm, step-by-step, masked-hint, "
+                         "self-reflection, api-clip+self-reflection, api-clip-or-original...; a masked one takes a "
+                         "prompt style and mask settings after colons: api-clip:blur, api-lvlm:crop:margin=0.5, "
+                         "api-clip:kernel=1 (default: original,api-clip)")
+    ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
+    _benchmark_options(ev)
+
+    tn = sub.add_parser(
+        "tune", help="grid over mask knobs and prompt styles on a validation split; the best as a preset file",
+        description="For one auxiliary, one target and one benchmark: each knob of the mask (layers, comp layer, "
+                    "enhance, kernel, gray, geometry, style...) one at a time around the base preset, then every "
+                    "knob at its best value; each setting an eval run (original and the prompt) with a paired "
+                    "bootstrap CI. Writes OUT/{tune.json,table.md,preset.json,ablation.png,index.html}; "
+                    "rerun the same command to resume. Choose on a validation split; test once with "
+                    "`attnprompt eval --preset OUT/preset.json`.",
+        epilog="examples:\n  attnprompt tune --benchmark vizwiz --data shapes-val --target shapes-llava "
+               "--aux-clip shapes-clip --out runs/tune --limit 300\n"
+               "  attnprompt tune ... --grid kernel=1,3,5 --grid layers=-1,-2,-3..-1,all --grid comp_layer=-2,none",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _benchmark_options(tn)
+    tn.add_argument("--grid", action="append", metavar="KNOB=V1,V2",
+                    help="values of one knob (repeatable): layers (a layer, a range a..b, or all), comp_layer "
+                         "(or none), enhance, kernel, interpolation, gray, geometry, style... "
+                         "(default: a grid over every knob)")
+    tn.add_argument("--no-combine", action="store_true", help="skip the setting with every knob at its best value")
+    tn.add_argument("--examples", type=int, default=6, help="example items shown in index.html (default 6)")
+
+    rep = sub.add_parser("report", help="merge eval run folders into one table")
+    rep.add_argument("runs", nargs="+", help="folders written by attnprompt eval")
+    rep.add_argument("--out", default=None, help="also write table.md and table.csv into this folder")
+    return parser
+
+
+def _benchmark_options(ev: argparse.ArgumentParser) -> None:
+    """The data, target and auxiliary options shared by ``eval`` and ``tune``."""
     ev.add_argument("--benchmark", required=True,
                     help="mmvet, llavabench, pope, mme, textvqa, vizwiz, mmbench or mmmu")
     ev.add_argument("--data", required=True,
@@ -141,11 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--endpoint", default=None,
                     help="OpenAI-compatible base URL (vLLM, SGLang, OpenAI): the target is served there")
     ev.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    ev.add_argument("--conditions", default="original,api-clip",
-                    help="comma-separated: original, api-clip, api-lvlm, step-by-step, masked-hint, "
-                         "self-reflection, api-clip+self-reflection...; a masked one takes a prompt style and "
-                         "mask settings after colons: api-clip:blur, api-lvlm:crop:margin=0.5, api-clip:kernel=1 "
-                         "(default: original,api-clip)")
     ev.add_argument("--aux-clip", default=None, help="CLIP auxiliary for api-clip conditions "
                     "(default: openai/clip-vit-large-patch14-336)")
     ev.add_argument("--aux-lvlm", default=None, help="LVLM auxiliary for api-lvlm conditions (default: the target)")
@@ -156,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--presets-dir", default=None,
                     help="a folder of preset files naming a benchmark (e.g. written by attnprompt tune); they "
                          "extend the per-benchmark table (default: $ATTNPROMPT_PRESETS_DIR)")
-    ev.add_argument("--masks-dir", default=None, help="where annotated images are kept and reused (default OUT/masks)")
     ev.add_argument("--judge", default=None, help="judge model for MM-Vet / LLaVA-Bench (e.g. gpt-4o-2024-08-06)")
     ev.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible base URL of the judge")
     ev.add_argument("--out", required=True, help="run folder")
@@ -168,31 +236,45 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    rep = sub.add_parser("report", help="merge eval run folders into one table")
-    rep.add_argument("runs", nargs="+", help="folders written by attnprompt eval")
-    rep.add_argument("--out", default=None, help="also write table.md and table.csv into this folder")
-    return parser
+
+def _shipped_names() -> list[str]:
+    """The models shipped in the package (read from its folder; no torch import for --help)."""
+    folder = Path(__file__).resolve().parent / "shapes" / "models"
+    return sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file()) if folder.is_dir() else []
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def _model_options(parser: argparse.ArgumentParser, *, lvlm: bool = False, batch: bool = False) -> None:
+    """Model options; ``lvlm``: the command needs a vision-language model (no CLIP-only options)."""
     model = parser.add_argument_group("model")
-    model.add_argument("--aux", choices=("auto", "clip", "lvlm"), default="auto",
-                       help="auxiliary kind: a CLIP or a vision-language model (default: from the model's config)")
-    model.add_argument("--model", default=None,
-                       help="hub id, local folder or open_clip architecture (default: openai/clip-vit-large-patch14-336)")
-    model.add_argument("--backend", choices=("auto", "hf", "open_clip"), default="auto",
-                       help="CLIP through transformers or open_clip (default: auto)")
-    model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
-    model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
+    shipped = ", ".join(_shipped_names())
+    if lvlm:
+        model.add_argument("--model", default=None,
+                           help="the vision-language model: hub id (llava-hf/llava-1.5-7b-hf) or local folder; "
+                                "shipped, offline: shapes-llava (required)")
+        parser.set_defaults(aux="lvlm", backend="auto", pretrained=None, model_config=None)
+    else:
+        model.add_argument("--aux", choices=("auto", "clip", "lvlm"), default="auto",
+                           help="auxiliary kind: a CLIP or a vision-language model (default: from the model's config)")
+        model.add_argument("--model", default=None,
+                           help="hub id, local folder or open_clip architecture; shipped in the package and working "
+                                f"offline: {shipped} (shapes-world scenes only; default: the paper's "
+                                "openai/clip-vit-large-patch14-336, from the hub)")
+        model.add_argument("--backend", choices=("auto", "hf", "open_clip"), default="auto",
+                           help="CLIP through transformers or open_clip (default: auto)")
+        model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
+        model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     model.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
-    model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
-    model.add_argument("--workers", type=int, default=None,
-                       help="batch mode: image decoding threads (local engine, default 4) or model actors "
-                            "(--engine ray, default 1)")
+    if batch:
+        model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+        model.add_argument("--workers", type=int, default=None,
+                           help="batch mode: image decoding threads (local engine, default 4) or model actors "
+                                "(--engine ray, default 1)")
+    else:
+        parser.set_defaults(batch_size=1, workers=None)
 
 
-def _mask_options(parser: argparse.ArgumentParser) -> None:
+def _mask_options(parser: argparse.ArgumentParser, *, lvlm: bool = False) -> None:
     mask = parser.add_argument_group("mask (each overrides the preset)")
     mask.add_argument("--preset", default=None, metavar="NAME|FILE",
                       help=f"named settings ({', '.join(sorted(set(PRESETS) | set(LVLM_PRESETS)))}) or a preset "
@@ -200,8 +282,11 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
                            "default ('official' reproduces the official code)")
     mask.add_argument("--layer", action="append", metavar="L",
                       help="block(s) for the map: 22, -2, a range 20..23 / -4..-1; repeatable")
-    mask.add_argument("--comp-layer", type=int, help="CLIP: block after which the residual gives psi_comp")
-    mask.add_argument("--no-comp", action="store_true", help="CLIP: drop the complementary map psi_comp")
+    if lvlm:  # the complementary map is CLIP's
+        parser.set_defaults(comp_layer=None, no_comp=False)
+    else:
+        mask.add_argument("--comp-layer", type=int, help="CLIP: block after which the residual gives psi_comp")
+        mask.add_argument("--no-comp", action="store_true", help="CLIP: drop the complementary map psi_comp")
     mask.add_argument("--enhance", type=float, help="sharpening coefficient (official: 5)")
     mask.add_argument("--kernel", type=int, help="odd mean-filter size in token space (official: 3)")
     mask.add_argument("--interpolation", type=str.lower, choices=INTERPOLATIONS, help="map resize filter")
@@ -256,7 +341,13 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
 
 
 def _load_prompter(args: argparse.Namespace) -> "Prompter":
-    from .auxiliary.dispatch import DEFAULT_MODEL
+    from .auxiliary.hub import fail_fast_if_unavailable
+    from .config import DEFAULT_MODEL
+
+    # before torch is imported: an unavailable hub id costs a second, not many
+    if not args.model_config or Path(args.model_config).is_file():
+        config_name = Path(args.model_config).stem if args.model_config else None
+        fail_fast_if_unavailable(args.model or config_name or DEFAULT_MODEL, args.pretrained)
     from .prompter import Prompter
 
     if args.batch_size < 1:
@@ -281,29 +372,34 @@ def _load_prompter(args: argparse.Namespace) -> "Prompter":
 
 def _annotate(args: argparse.Namespace) -> int:
     from .files import atomic_save_image, read_manifest, safe_stem
-    from .jobs import run_manifest, save_maps
 
-    single = args.image is not None
-    if single == bool(args.manifest):
-        raise AttnPromptError("give either IMAGE --query TEXT, or --manifest FILE --out-dir DIR")
-    if single and args.query is None:
+    if bool(args.image) == bool(args.manifest):
+        raise AttnPromptError("give either IMAGE... --query TEXT, or --manifest FILE --out-dir DIR")
+    if args.image and args.query is None:
         raise AttnPromptError("--query is required with an IMAGE")
-    if args.manifest and not args.out_dir:
-        raise AttnPromptError("--out-dir is required with --manifest")
+    single = len(args.image) == 1 and not args.out_dir
+    if not single and not args.out_dir:
+        raise AttnPromptError("--out-dir is required with --manifest or several images")
+    if args.output and not single:
+        raise AttnPromptError("-o names one output image; with several images use --out-dir DIR")
     if args.workers is not None and args.workers < 1:
         raise AttnPromptError("--workers must be at least 1")
     encoding = ImageEncoding(args.image_format, args.quality, args.png_compress_level)
     if encoding.format == "jpeg" and args.format == "rgba":
         raise AttnPromptError("JPEG cannot store the rgba output (no alpha channel): use png or webp")
-    if args.engine == "ray" and not args.manifest:
-        raise AttnPromptError("--engine ray runs a manifest: give --manifest FILE --out-dir DIR")
-    rows = read_manifest(args.manifest) if args.manifest else None  # fail fast, before loading a model
+    if args.engine == "ray" and single:
+        raise AttnPromptError("--engine ray runs a job: give --manifest FILE (or several images) and --out-dir DIR")
+    # fail fast, before loading a model
+    rows = read_manifest(args.manifest) if args.manifest else None if single else _image_rows(args.image, args.query)
     if args.engine == "ray":
         return _annotate_ray(args, rows or [], encoding)
     prompter = _load_prompter(args)
+    from .jobs import run_manifest, save_maps
+
     if single:
-        output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_api.png")
-        [result] = prompter.annotate([args.image], [args.query])
+        output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image[0]).stem)}_api.png")
+        [result] = prompter.annotate([args.image[0]], [args.query])
+        output.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_image(result.render(args.format), output)
         print(output)
         for n, extra in enumerate((result.images or [])[1:], start=2):  # e.g. vicrop's crop
@@ -358,6 +454,34 @@ def _job_report(summary: "JobSummary") -> int:
     return 0 if summary.ok else 1
 
 
+def _image_rows(images: list[str], query: str) -> list:
+    """Several images with one question as manifest rows; ids are the file names (the paths if
+    two files share a name)."""
+    from .io import ManifestRow
+
+    stems = [Path(p).stem for p in images]
+    ids = stems if len(set(stems)) == len(stems) else [str(Path(p)) for p in images]
+    if len(set(ids)) != len(ids):
+        raise AttnPromptError("an image is given twice")
+    return [ManifestRow(id=i, image=str(Path(p).resolve()), question=query, line=n + 1)
+            for n, (i, p) in enumerate(zip(ids, images))]
+
+
+def _figure(args: argparse.Namespace) -> int:
+    from .config import DEFAULT_MODEL
+    from .figure import figure
+    from .io import atomic_save_image, safe_stem
+
+    output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_figure.png")
+    prompter = _load_prompter(args)
+    [result] = prompter.annotate([args.image], [args.query])
+    picture = figure(result, model=args.model or DEFAULT_MODEL, preset=args.preset, caption=args.caption)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_image(picture, output, format="PNG")
+    print(output)
+    return 0
+
+
 def _quiet_loading() -> None:
     try:
         from transformers.utils import logging as hf_logging
@@ -371,12 +495,13 @@ def _self_prompt(args: argparse.Namespace) -> int:
     from .files import atomic_save_image
     from .prompter import self_prompt
 
-    if args.aux == "clip" or not args.model:
-        raise AttnPromptError("self-prompting needs a vision-language model: --model llava-hf/llava-1.5-7b-hf or a local folder")
-    args.aux = "lvlm"
+    if not args.model:
+        raise AttnPromptError("self-prompting needs a vision-language model: --model llava-hf/llava-1.5-7b-hf, "
+                              "a local folder, or the shipped shapes-llava (offline)")
     prompter = _load_prompter(args)
     result = self_prompt(prompter, args.image, args.query)
     if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         atomic_save_image(result.annotation.image, args.output)
         print(f"annotated image: {args.output}")
     print(f"answer on the original image:  {result.original_answer}")
@@ -393,30 +518,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from .auxiliary.dispatch import DEFAULT_MODEL
+def _app(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise AttnPromptError("the app needs Gradio: pip install 'attnprompt[app]'") from None
+    from .app import build_app, launch, parse_auth
+
+    auth = parse_auth(args.auth)
+    launch(build_app(device=args.device, dtype=args.dtype, examples=args.examples),
+           host=args.host, port=args.port, share=args.share, auth=auth)
+    return 0
+
+
+def _target_and_judge(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The target (local or served) and the judge of ``eval`` / ``tune``, answers cached under OUT."""
     from .bench.benchmarks import BENCHMARKS
-    from .bench.run import evaluate, format_table
     from .targets import AnswerCache
 
-    if args.benchmark not in BENCHMARKS:
-        raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
-    from .bench.conditions import get_conditions
-    from .bench.datasets import load_data
-
-    from .bench.presets import benchmark_preset
-
-    get_conditions(args.conditions)  # a typo fails before any work
-    for kind in ("clip", "lvlm"):
-        benchmark_preset(args.benchmark, kind, args.preset, args.presets_dir)  # a bad preset too
-    options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
-    items = load_data(args.benchmark, args.data, limit=args.limit, **options)  # read and checked before any model loads
-    if not items:
-        raise AttnPromptError(f"{args.benchmark}: no items to evaluate in {args.data}")
     judged = BENCHMARKS[args.benchmark].scorer.endswith("-judge")
     max_new = args.max_new_tokens or (512 if judged else 128)
     out = Path(args.out)
     cache = AnswerCache(out / "cache")
+    target: Any
     if args.endpoint:
         from .targets import OpenAIEndpointTarget
 
@@ -433,9 +557,37 @@ def _eval(args: argparse.Namespace) -> int:
 
         judge = OpenAIEndpointTarget(args.judge, base_url=args.judge_endpoint, api_key_env=args.api_key_env,
                                      max_concurrency=args.concurrency, cache=AnswerCache(out / "judge-cache"))
+    return target, judge
+
+
+def _benchmark_data(args: argparse.Namespace) -> tuple[dict, list]:
+    """The reader options and the items of ``eval`` / ``tune``, read and checked before any model loads."""
+    from .bench.benchmarks import BENCHMARKS
+    from .bench.datasets import load_data
+
+    if args.benchmark not in BENCHMARKS:
+        raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
+    items = load_data(args.benchmark, args.data, limit=args.limit, **options)
+    if not items:
+        raise AttnPromptError(f"{args.benchmark}: no items to evaluate in {args.data}")
+    return options, items
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .auxiliary.dispatch import DEFAULT_MODEL
+    from .bench.conditions import get_conditions
+    from .bench.presets import benchmark_preset
+    from .bench.run import evaluate, format_table
+
+    get_conditions(args.conditions)  # a typo fails before any work
+    for kind in ("clip", "lvlm"):
+        benchmark_preset(args.benchmark, kind, args.preset, args.presets_dir)  # a bad preset too
+    options, items = _benchmark_data(args)
+    target, judge = _target_and_judge(args)
+    out = Path(args.out)
     lvlm = args.aux_lvlm
     if lvlm is None and "lvlm" in args.conditions and not args.endpoint:
-        from .bench.presets import benchmark_preset
         from .prompter import Prompter
 
         chosen, _ = benchmark_preset(args.benchmark, "lvlm", args.preset, args.presets_dir)
@@ -449,6 +601,38 @@ def _eval(args: argparse.Namespace) -> int:
     if masks.get("computed") or masks.get("reused"):
         print(f"masks: {masks['computed']} computed, {masks['reused']} reused", file=sys.stderr)
     print(f"results: {out.resolve()}", file=sys.stderr)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .auxiliary.dispatch import DEFAULT_MODEL
+    from .bench.tune import format_tune_table, parse_grid, tune
+    from .prompter import Prompter
+
+    if args.examples < 0:
+        raise AttnPromptError("--examples must be 0 or more")
+    if args.quiet:
+        _quiet_loading()
+    from .bench.presets import benchmark_preset
+
+    kind = "lvlm" if args.aux_lvlm and not args.aux_clip else "clip"
+    base, _ = benchmark_preset(args.benchmark, kind, args.preset, args.presets_dir)  # eval's preset is the base
+    options, _ = _benchmark_data(args)
+    target, judge = _target_and_judge(args)
+    if kind == "lvlm":
+        shared = args.aux_lvlm == args.target and not args.endpoint
+        prompter = Prompter(args.aux_lvlm, kind="lvlm", preset=base, device=args.device,
+                            auxiliary=target.model if shared else None)
+    else:
+        prompter = Prompter(args.aux_clip or DEFAULT_MODEL, kind="clip", preset=base, device=args.device)
+    grid = parse_grid(args.grid, int(getattr(prompter.auxiliary, "num_layers", 0) or 0)) if args.grid else None
+    document = tune(args.benchmark, args.data, target, args.out, auxiliary=prompter, kind=kind, grid=grid,
+                    combine=not args.no_combine, judge=judge, limit=args.limit, data_options=options,
+                    batch_size=args.batch_size, examples=args.examples, progress=not args.quiet)
+    print(format_tune_table(document), end="")
+    out = Path(args.out).resolve()
+    print(f"chosen: {document['chosen']} -> {out / 'preset.json'} (use it with --preset {out / 'preset.json'})")
+    print(f"plots and examples: {out / 'index.html'}", file=sys.stderr)
     return 0
 
 
@@ -502,11 +686,13 @@ def _report(args: argparse.Namespace) -> int:
 def _presets(args: argparse.Namespace) -> int:
     from .bench.datasets import BENCHMARKS
     from .bench.presets import benchmark_presets
+    from .config import CLIP_ONLY_FIELDS, LVLM_ONLY_FIELDS
     from .geometry import AUTO_MAX_ASPECT, auto_forwards
 
     for kind, table in (("clip", PRESETS), ("lvlm", LVLM_PRESETS)):
+        unused = LVLM_ONLY_FIELDS if kind == "clip" else CLIP_ONLY_FIELDS
         for name, cfg in table.items():
-            settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
+            settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items() if k not in unused)
             print(f"{kind:4s} {name:12s} {settings}")
     print(f"\ngeometry auto (CLIP): aligned up to {AUTO_MAX_ASPECT:g}:1 (5:4), tiled beyond; CLIP forwards per image:")
     print("  " + ", ".join(f"{label} {auto_forwards(a)}" for label, a in (
@@ -524,7 +710,8 @@ def _presets(args: argparse.Namespace) -> int:
             if entry is None:
                 print(f"{bench:10s} {kind:4s} default")
                 continue
-            settings = ", ".join(f"{k}={v}" for k, v in entry.config.to_dict().items())
+            unused = LVLM_ONLY_FIELDS if kind == "clip" else CLIP_ONLY_FIELDS
+            settings = ", ".join(f"{k}={v}" for k, v in entry.config.to_dict().items() if k not in unused)
             print(f"{bench:10s} {kind:4s} {settings}\n{'':15s} source: {entry.source}")
     return 0
 
@@ -561,12 +748,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _annotate(args)
         if args.command == "self-prompt":
             return _self_prompt(args)
+        if args.command == "figure":
+            return _figure(args)
         if args.command == "presets":
             return _presets(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "app":
+            return _app(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "tune":
+            return _tune(args)
         if args.command == "report":
             return _report(args)
         parser.print_help()

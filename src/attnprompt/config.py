@@ -54,6 +54,10 @@ REFERENCE_GRID = 24
 the ``kernel_grid`` of the scale-aware presets."""
 REDUCTIONS = ("official", "paper")
 KINDS = ("clip", "lvlm")
+LVLM_ONLY_FIELDS = ("reduction", "max_new_tokens", "highlight")
+"""MaskConfig fields that only an LVLM auxiliary reads."""
+CLIP_ONLY_FIELDS = ("comp_layer",)
+"""MaskConfig fields that only a CLIP auxiliary reads."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,8 @@ PRESETS: Mapping[str, MaskConfig] = {
                           kernel_grid=REFERENCE_GRID, strict_order=True),
 }
 DEFAULT_PRESET = "default"
+DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
+"""The auxiliary model when none is named: the paper's CLIP (from the hub)."""
 
 LVLM_PRESETS: Mapping[str, MaskConfig] = {
     # The official API_LLaVA script: decoder layer 20, attention of the last query position at

@@ -7,6 +7,7 @@ Needs the optional extra: ``pip install 'attnprompt[open_clip]'``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -21,6 +22,7 @@ from torch import nn
 from ..errors import AttnPromptError, first_line
 from ..geometry import SquareResize, mean_color
 from .dispatch import DEFAULT_MODEL, register_backend
+from .hub import hub_offline, offline_unless_hub_reachable, open_clip_message
 from .protocol import ClipAuxiliary, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
@@ -230,12 +232,21 @@ def load_open_clip(
             f"open_clip does not know the architecture {name!r}; pass --model-config FILE.json for a custom one"
         )
     try:
-        net, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=device, weights_only=True,
-        )
-        tokenizer = open_clip.get_tokenizer(name)
+        with offline_unless_hub_reachable() as cut_off:
+            if cut_off:  # open_clip logs each failed download itself; the one message is ours
+                logging.disable(logging.ERROR)
+            try:
+                net, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pretrained, device=device, weights_only=True,
+                )
+                tokenizer = open_clip.get_tokenizer(name)
+            finally:
+                logging.disable(logging.NOTSET)
     except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
         text = first_line(exc)
+        if cut_off or hub_offline():
+            raise AttnPromptError(open_clip_message(name, pretrained, "unreachable" if cut_off
+                                                    else "off (HF_HUB_OFFLINE)")) from None
         hint = "" if pretrained and Path(pretrained).is_file() else (
             "; without hub access, pass a local weights file: --pretrained FILE.safetensors"
         )

@@ -17,7 +17,7 @@ from .protocol import Auxiliary, ClipAuxiliary
 
 __all__ = ["DEFAULT_MODEL", "BACKENDS", "register_backend", "load_auxiliary"]
 
-DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
+from ..config import DEFAULT_MODEL  # noqa: E402  (defined with the other defaults; exported here too)
 
 Loader = Callable[..., "ClipAuxiliary"]
 BACKENDS: dict[str, Loader] = {}
@@ -88,6 +88,8 @@ def _guess_backend(model: str, pretrained: str | None, model_config: object) -> 
         return "open_clip"
     if looks_like_path(model):
         return "hf"
+    if "/" in model and not model.rsplit("/", 1)[1][:1].isdigit():
+        return "hf"  # org/name is a hub id (open_clip spells only ViT-B/16-like names with a slash); no slow import
     from .clip_openclip import is_open_clip_name
 
     return "open_clip" if is_open_clip_name(model) else "hf"

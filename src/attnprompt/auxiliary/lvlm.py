@@ -205,6 +205,28 @@ class LvlmAuxiliary(Auxiliary):
         texts = self.tokenizer.batch_decode(self.generate(inputs, max_new_tokens), skip_special_tokens=True)
         return [t.strip() for t in texts]
 
+    def answer_scored(self, images: Sequence[Image.Image], queries: Sequence[str],
+                      max_new_tokens: int = 20) -> list[tuple[str, float]]:
+        """Greedy answers with a confidence: the mean log-probability of the answer's tokens (the
+        end-of-answer token included, so a one-token answer is judged by whether it stops there)."""
+        queries = check_queries(queries, len(images))
+        inputs = self.encode(images, queries)
+        pad = self.tokenizer.pad_token_id
+        eos = self._eos_ids()
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                      pad_token_id=pad if pad is not None else next(iter(eos), None),
+                                      output_logits=True, return_dict_in_generate=True)
+        tokens = out.sequences[:, inputs["input_ids"].shape[1]:]  # [B, new]
+        logp = torch.stack([torch.log_softmax(l.float(), dim=-1) for l in out.logits], dim=1)  # [B, new, V]
+        chosen = logp.gather(-1, tokens[..., None])[..., 0]  # [B, new]
+        results = []
+        for i, row in enumerate(tokens.tolist()):
+            n = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))  # up to the first end token
+            text = self.tokenizer.decode([t for t in row[:n] if t not in eos], skip_special_tokens=True)
+            results.append((text.strip(), float(chosen[i, :n].mean())))
+        return results
+
     def highlight_calls(self, answer_tokens: list[int], text: str) -> list[int]:
         """The forward calls whose generated token overlaps ``text`` in the decoded answer.
 

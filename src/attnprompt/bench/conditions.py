@@ -22,6 +22,7 @@ from ..errors import AttnPromptError
 __all__ = ["Condition", "CONDITIONS", "register_condition", "get_conditions", "parse_condition", "MASKS"]
 
 MASKS = (None, "clip", "lvlm")
+COMBINES = (None, "confident")
 
 STEP_BY_STEP = "{question} Let's think again step by step."
 MASKED_HINT = "{question} (Hint: The answer is related to the unmasked visible regions.)"
@@ -38,6 +39,10 @@ class Condition:
         mask: ``None`` (original image), ``"clip"`` or ``"lvlm"`` (which auxiliary annotates it).
         template: the text, with ``{question}`` and optionally ``{previous}``.
         description: one line for ``--help`` and reports.
+        combine: ``None``, or ``"confident"``: the target answers on the original and on the
+            annotated image, and the annotated image's answer is kept only where the target is at
+            least as confident of it (mean token log-probability) as of the original's; needs a
+            target that reports confidences (``answer_scored``, a local model).
         settings: mask settings over the run's preset (``(("style", "blur"),)``...), as
             ``(MaskConfig field, value)`` pairs; empty for the preset as it is.
     """
@@ -46,6 +51,7 @@ class Condition:
     mask: str | None = None
     template: str = "{question}"
     description: str = ""
+    combine: str | None = None
     settings: tuple[tuple[str, Any], ...] = ()
 
     @property
@@ -58,6 +64,10 @@ class Condition:
             raise AttnPromptError(f"condition {self.name!r}: mask must be one of None, 'clip', 'lvlm'")
         if "{question}" not in self.template:
             raise AttnPromptError(f"condition {self.name!r}: the template needs {{question}}")
+        if self.combine not in COMBINES:
+            raise AttnPromptError(f"condition {self.name!r}: combine must be one of {COMBINES}")
+        if self.combine and self.mask is None:
+            raise AttnPromptError(f"condition {self.name!r}: combining answers needs a mask")
 
     @property
     def reflects(self) -> bool:
@@ -89,6 +99,10 @@ for _c in (
     Condition("api-clip+self-reflection", "clip", SELF_REFLECTION,
               "CLIP attention prompt plus self-reflection (the paper's combination)"),
     Condition("api-lvlm+self-reflection", "lvlm", SELF_REFLECTION, "LVLM attention prompt plus self-reflection"),
+    Condition("api-clip-or-original", "clip", "{question}", "the CLIP-prompted answer where the target is at least "
+              "as confident as on the original image, else the original answer", combine="confident"),
+    Condition("api-lvlm-or-original", "lvlm", "{question}", "the LVLM-prompted answer where the target is at least "
+              "as confident as on the original image, else the original answer", combine="confident"),
 ):
     register_condition(_c)
 

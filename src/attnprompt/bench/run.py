@@ -11,6 +11,7 @@ The run folder holds everything needed to resume and to report::
     OUT/scores.json                 per condition: headline, per-category, official extras, units;
                                     paired bootstrap of each condition against the baseline
     OUT/table.md, OUT/table.csv     the table that is also printed
+    OUT/report.html                 every metric per condition, a chart with the CIs, the changed items
 
 A crash loses at most the batch in flight; rerunning the same command resumes.
 """
@@ -37,6 +38,7 @@ from .items import Item, Score
 from .masks import MaskCounts, make_masks
 from .metrics import category_name, headline_name, official_metrics
 from .presets import benchmark_preset
+from .report_html import write_report_html
 from .stats import paired_bootstrap
 
 __all__ = ["Target", "evaluate", "score_answers", "write_table", "format_table"]
@@ -121,15 +123,37 @@ def _answer_condition(
                     bar.update(1)
             if not ready:
                 continue
-            answers = target.answer([im for _, im, _ in ready], [p for _, _, p in ready])
-            for (it, _, prompt), text in zip(ready, answers):
-                rec = {"id": it.id, "condition": condition.name, "prompt": prompt, "answer": text, "error": None}
+            if condition.combine:
+                extras = _combined(condition, target, ready)
+            else:
+                extras = [{"answer": text} for text in target.answer([im for _, im, _ in ready], [p for _, _, p in ready])]
+            for (it, _, prompt), extra in zip(ready, extras):
+                rec = {"id": it.id, "condition": condition.name, "prompt": prompt, **extra, "error": None}
                 append_jsonl(path, rec)
                 done[it.id] = rec
             bar.update(len(ready))
     finally:
         bar.close()
     return done
+
+
+def _combined(condition: Condition, target: Target, ready: Sequence[tuple[Item, Image.Image, str]]) -> list[dict[str, Any]]:
+    """``combine="confident"``: answers on the original and on the annotated image with the
+    target's confidences; the annotated image's answer where it is at least as confident."""
+    scored = getattr(target, "answer_scored", None)
+    if scored is None:
+        raise AttnPromptError(f"condition {condition.name} needs a target that reports its confidence "
+                              "(a local transformers model)")
+    prompts = [p for _, _, p in ready]
+    originals = scored([load_image(it.image) for it, _, _ in ready], prompts)
+    prompted = scored([im for _, im, _ in ready], prompts)
+    out = []
+    for (o_text, o_conf), (p_text, p_conf) in zip(originals, prompted):
+        keep = p_conf >= o_conf
+        out.append({"answer": p_text if keep else o_text, "kept": "prompted" if keep else "original",
+                    "original_answer": o_text, "prompted_answer": p_text,
+                    "confidence": {"original": round(o_conf, 5), "prompted": round(p_conf, 5)}})
+    return out
 
 
 def score_answers(benchmark: str, items: Sequence[Item], answers: Mapping[str, str], judge: Any = None) -> Score:
@@ -277,6 +301,7 @@ def evaluate(
         result["comparisons"][name] = cmp
     atomic_write_text(root / "scores.json", json.dumps(result, indent=1) + "\n")
     write_table([result], root)
+    write_report_html(root, result, items, records, images, {c.name: c.mask for c in order})
     return result
 
 

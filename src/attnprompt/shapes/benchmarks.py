@@ -18,6 +18,7 @@ printed as tables by ``benchmarks/localization.py`` and ``benchmarks/vqa.py``.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -333,7 +334,8 @@ def vqa(
 ) -> dict[str, Any]:
     """Accuracy of ``target`` on original vs API-annotated cluttered scenes (see the module doc).
 
-    Conditions: ``original``; ``api-clip/<preset>`` for each CLIP preset; ``api-lvlm`` (the LVLM
+    Conditions: ``original``; ``api-clip/<preset>`` for each CLIP preset (a name, or a preset file
+    such as ``attnprompt tune``'s ``preset.json``, named by its file name); ``api-lvlm`` (the LVLM
     auxiliary's default preset). Answers are exact matches after lower-casing and stripping.
     Each condition's difference to ``original`` comes with a paired bootstrap 95% CI.
     """
@@ -358,9 +360,10 @@ def vqa(
     for preset in presets:
         say(f"annotating with {clip} ({preset} preset)")
         p = Prompter(clip, kind="clip", preset=preset, device="cpu")
+        name = Path(preset).stem if Path(preset).suffix == ".json" else preset  # a preset file by its name
         with torch.inference_mode():
-            conditions[f"api-clip/{preset}"] = [a.image for a in p.annotate(conditions["original"], texts,
-                                                                               batch_size=batch_size)]
+            conditions[f"api-clip/{name}"] = [a.image for a in p.annotate(conditions["original"], texts,
+                                                                            batch_size=batch_size)]
     if lvlm:
         say(f"annotating with {lvlm}")
         lv = Prompter(lvlm, kind="lvlm", device="cpu", auxiliary=target_model if lvlm == target else None)

@@ -6,9 +6,11 @@
     python -m attnprompt.shapes.folders pope OUT --scenes 200 --split validation
 
 Every folder also holds ``shapes_items.jsonl``: one record per benchmark item (the id the
-benchmark's reader gives it) with the question kind (``color+shape``, ``color``, ``shape``,
-``presence``), whether a distractor shares one attribute (``hard``), the scene seed and the
-answer, for per-kind tables (:func:`read_item_kinds`).
+benchmark's reader gives it) with the question kind (VizWiz: ``color+shape``, ``color``, ``shape``,
+``presence``; POPE: ``present``, or ``absent (random|popular|adversarial)`` by how the absent
+object was drawn), whether a distractor shares one attribute (``hard``), the scene seed, the
+index of the object the question names (``target``; ``None`` for an absent one) and the answer,
+for per-kind tables (:func:`read_item_kinds`) and for relating answers to where a mask points.
 
 Folders are deterministic: the same split (or seed) and options give byte-identical files.
 The ``validation`` and ``test`` splits use disjoint dataset seeds (:data:`SPLIT_SEEDS`), apart
@@ -51,7 +53,7 @@ from .render import COLORS, SHAPES
 from .world import Scene, make_dataset, scene_seed
 
 __all__ = ["SPLIT_SEEDS", "WRITERS", "ITEMS_FILE", "split_seed", "write_folder", "write_pope", "write_vizwiz", "write_mmmu",
-           "read_item_kinds", "register_writer"]
+           "read_items", "read_item_kinds", "register_writer"]
 
 #: Dataset seeds of the held-out splits (disjoint from each other and from the training datasets).
 SPLIT_SEEDS: dict[str, int] = {"validation": 5001, "test": 5002}
@@ -116,16 +118,17 @@ def write_pope(out: str | os.PathLike[str], n_scenes: int = 200, *, split: str |
             rng = np.random.default_rng(np.random.SeedSequence([seed, i, k]))
             index = int(rng.integers(len(scene.objects)))
             color, shape = _absent(scene, rule, rng)
-            asks = [(scene.objects[index].name, "yes", bool(scene.distractors(index))),
+            asks = [(scene.objects[index].name, "yes", bool(scene.distractors(index)), index),
                     (f"{color} {shape}", "no", color in {o.color for o in scene.objects}
-                     or shape in {o.shape for o in scene.objects})]
-            for obj, label, hard in asks:
+                     or shape in {o.shape for o in scene.objects}, None)]
+            for obj, label, hard, target in asks:
                 qid = len(files[rule]) + 1
                 # The world's phrasing, which the shipped target was trained on ("is there a red star?").
                 files[rule].append({"question_id": qid, "image": name, "text": f"is there {_article(obj)} {obj}?",
                                     "label": label})
-                items[rule].append({"id": f"{rule}-{qid}", "kind": "presence", "hard": hard,
-                              "scene_seed": scene.seed, "answer": label})
+                kind = "present" if label == "yes" else f"absent ({rule})"
+                items[rule].append({"id": f"{rule}-{qid}", "kind": kind, "hard": hard, "scene_seed": scene.seed,
+                                    "target": target, "answer": label})
     for rule, rows in files.items():
         atomic_write_text(root / f"coco_pope_{rule}.json", _lines(rows))
     atomic_write_text(root / ITEMS_FILE, _lines(r for rule in POPE_SPLITS for r in items[rule]))
@@ -154,7 +157,8 @@ def write_vizwiz(out: str | os.PathLike[str], n_scenes: int = 200, *, split: str
             rows.append({"image": f"{stem}.png", "question": q.text,
                          "answers": [{"answer": q.answer, "answer_confidence": "yes"}] * 10,
                          "answerable": 1, "answer_type": "yes/no" if q.kind == "presence" else "other"})
-            items.append({"id": stem, "kind": q.kind, "hard": q.hard, "scene_seed": scene.seed, "answer": q.answer})
+            items.append({"id": stem, "kind": q.kind, "hard": q.hard, "scene_seed": scene.seed, "target": q.target,
+                          "answer": q.answer})
     atomic_write_text(root / "val.json", "[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
     atomic_write_text(root / ITEMS_FILE, _lines(items))
     return root
@@ -241,17 +245,17 @@ def write_folder(benchmark: str, out: str | os.PathLike[str], n_scenes: int = 20
     return WRITERS[benchmark](out, n_scenes, split=split, **options)
 
 
-def read_item_kinds(folder: str | os.PathLike[str]) -> dict[str, str]:
-    """``{item id: question kind}`` from a shapes folder's ``shapes_items.jsonl`` ({} if absent)."""
+def read_items(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a shapes folder's ``shapes_items.jsonl`` ([] if absent)."""
     path = Path(folder) / ITEMS_FILE
     if not path.is_file():
-        return {}
-    out: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            out[str(rec["id"])] = str(rec["kind"])
-    return out
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_item_kinds(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """``{item id: question kind}`` from a shapes folder's ``shapes_items.jsonl`` ({} if absent)."""
+    return {str(rec["id"]): str(rec["kind"]) for rec in read_items(folder)}
 
 
 def scene_seeds(n_scenes: int, split: str | int) -> set[int]:

@@ -79,3 +79,32 @@ class HFTarget:
                     if self.cache is not None and keys[i] is not None:
                         self.cache.put(keys[i], text, {"model": self.name, "prompt": prompts[i]})
         return [o if o is not None else "" for o in out]
+
+    def answer_scored(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[tuple[str, float]]:
+        """Greedy answers with the target's confidence (mean token log-probability, see
+        :meth:`LvlmAuxiliary.answer_scored`), cached like :meth:`answer`."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        settings = {**self.settings(), "scored": True}
+        out: list[tuple[str, float] | None] = [None] * len(images)
+        keys: list[str | None] = [None] * len(images)
+        todo: list[int] = []
+        for i, (image, prompt) in enumerate(zip(images, prompts)):
+            if self.cache is not None:
+                keys[i] = self.cache.key(self.name, image_digest(image), prompt, settings)
+                hit = self.cache.get(keys[i])
+                if hit is not None:
+                    text, _, conf = hit.rpartition("\t")
+                    out[i] = (text, float(conf))
+                    continue
+            todo.append(i)
+        with torch.inference_mode():
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start:start + self.batch_size]
+                scored = self.model.answer_scored([images[i] for i in chunk], [prompts[i] for i in chunk],
+                                                  max_new_tokens=self.max_new_tokens)
+                for i, (text, conf) in zip(chunk, scored):
+                    out[i] = (text, conf)
+                    if self.cache is not None and keys[i] is not None:
+                        self.cache.put(keys[i], f"{text}\t{conf!r}", {"model": self.name, "prompt": prompts[i]})
+        return [o if o is not None else ("", float("-inf")) for o in out]
