@@ -52,7 +52,7 @@ fi
 if [ "$mode" = test ]; then
   step "installing attnprompt with every extra"
   # lmms-eval too, so the plugin is tested against the real registry; its llava_hf imports decord.
-  quietly "${pip[@]}" -e ".[open_clip,lvlm,api,app,lmms_eval,test]" decord
+  quietly "${pip[@]}" -e ".[open_clip,lvlm,api,app,lmms_eval,ray,test]" decord
   # The browser tests drive Debian's chromium through Playwright (Playwright's own browser
   # download is not used).
   if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Ray cluster to join (e.g. ray://head:10001 or auto; default: start a local one)")
     engine.add_argument("--gpus-per-worker", type=float, default=0.0,
                         help="ray: GPUs per model actor (e.g. 1, or 0.5 for two actors per GPU; default 0)")
+    engine.add_argument("--cpus-per-worker", type=float, default=1.0,
+                        help="ray: CPUs per model actor; Ray sets its torch threads to this (default 1)")
 
     selfp = sub.add_parser(
         "self-prompt", help="an LVLM answers on the original image, then on its own annotated image",
@@ -430,15 +432,16 @@ def _annotate_ray(args: argparse.Namespace, rows: list, encoding: "ImageEncoding
 
     if args.batch_size < 1:
         raise AttnPromptError("--batch-size must be at least 1")
-    if args.gpus_per_worker < 0:
-        raise AttnPromptError("--gpus-per-worker must be at least 0")
+    if args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
+        raise AttnPromptError("--gpus-per-worker must be at least 0 and --cpus-per-worker above 0")
     options = RayJobOptions(
         model=args.model, kind=args.aux, preset=args.preset, backend=args.backend, pretrained=args.pretrained,
         model_config=args.model_config, device=args.device, dtype=args.dtype, overrides=_mask_overrides(args),
     )
     summary = run_manifest_ray(
         options, rows, args.out_dir, format=args.format, save_map_files=args.save_maps, batch_size=args.batch_size,
-        workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker, address=args.ray_address,
+        workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+        address=args.ray_address,
         encoding=encoding, progress=not args.quiet,
     )
     return _job_report(summary)

@@ -105,7 +105,7 @@ def record_key(record: dict[str, Any]) -> RecordKey:
 
 
 # tempfile's names: the prefix we give (".<target name, cut at 40>."), 8 random characters from
-# its alphabet, and our ".tmp" suffix (see attnprompt.io's atomic writes).
+# its alphabet, and our ".tmp" suffix (see attnprompt.files.durable).
 _TEMPORARY = re.compile(r"\A\..+\.[a-z0-9_]{8}\.tmp\Z")
 
 
