@@ -7,6 +7,8 @@ Public surface:
     annotate(images, queries, ...)   one call -> annotated PIL images
     Prompter(model, preset=...)      loads the auxiliary once; returns images, maps and masks
     MaskConfig, PRESETS, get_preset  every knob, and the named presets as data
+    load_preset_file, write_preset_file  presets as files (a model folder's own one included)
+    STYLES                           the prompt styles (alpha, soft, crop, blur, outline, marks...)
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .config import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS, MaskConfig, get_preset
+from .config import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS, MaskConfig, get_preset, load_preset_file, write_preset_file
 from .errors import AttnPromptError
 
 if TYPE_CHECKING:
     from .auxiliary.dispatch import load_auxiliary
     from .auxiliary.protocol import ClipAuxiliary
     from .prompter import Annotation, Prompter, SelfPromptResult, annotate, self_prompt
+    from .styles import STYLES
 
 __version__ = "0.1.0"
 
@@ -29,7 +32,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "annotate": ".prompter", "Prompter": ".prompter", "Annotation": ".prompter",
     "self_prompt": ".prompter", "SelfPromptResult": ".prompter",
-    "ClipAuxiliary": ".auxiliary.protocol", "load_auxiliary": ".auxiliary.dispatch",
+    "ClipAuxiliary": ".auxiliary.protocol", "load_auxiliary": ".auxiliary.dispatch", "STYLES": ".styles",
 }
 
 
@@ -51,6 +54,9 @@ __all__ = [
     "DEFAULT_PRESET",
     "DEFAULT_MODEL",
     "get_preset",
+    "load_preset_file",
+    "write_preset_file",
+    "STYLES",
     "load_auxiliary",
     "ClipAuxiliary",
     "AttnPromptError",

@@ -60,7 +60,8 @@ examples:
   # self-prompting: the same LVLM answers on the original, then on its own annotated image
   attnprompt self-prompt photo.jpg -q "What is written on the sign?" --model llava-hf/llava-1.5-7b-hf
 
-exit status: 0 all done, 1 some manifest rows failed (see the output manifest), 2 bad input.
+exit status: 0 all done, 1 some manifest rows or eval items failed (see the output manifest or the
+run's answers), 2 bad input.
 """
 
 
@@ -540,7 +541,7 @@ def _target_and_judge(args: argparse.Namespace) -> tuple[Any, Any]:
     from .targets import AnswerCache
 
     judged = BENCHMARKS[args.benchmark].scorer.endswith("-judge")
-    max_new = args.max_new_tokens or (512 if judged else 128)
+    max_new = args.max_new_tokens if args.max_new_tokens is not None else (512 if judged else 128)
     out = Path(args.out)
     cache = AnswerCache(out / "cache")
     target: Any
@@ -570,6 +571,10 @@ def _benchmark_data(args: argparse.Namespace) -> tuple[dict, list]:
 
     if args.benchmark not in BENCHMARKS:
         raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    for option in ("batch_size", "max_new_tokens", "concurrency", "limit"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:  # checked before any data is read or model loaded
+            raise AttnPromptError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
     items = load_data(args.benchmark, args.data, limit=args.limit, **options)
     if not items:
@@ -598,12 +603,18 @@ def _eval(args: argparse.Namespace) -> int:
     result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
                       lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, presets_dir=args.presets_dir,
                       judge=judge, limit=args.limit,
-                      data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet)
+                      data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet,
+                      device=args.device, dtype=args.dtype)
     print(format_table([result]), end="")
     masks = result.get("masks") or {}
     if masks.get("computed") or masks.get("reused"):
         print(f"masks: {masks['computed']} computed, {masks['reused']} reused", file=sys.stderr)
     print(f"results: {out.resolve()}", file=sys.stderr)
+    failed = {name: c["errors"] for name, c in result["conditions"].items() if c.get("errors")}
+    if failed:  # exit 1, as annotate does when rows fail: the scores cover only the answered items
+        shown = ", ".join(f"{name}: {n} of {result['n_items']}" for name, n in failed.items())
+        print(f"some items failed ({shown}); see {out / 'answers'}; rerun to retry them", file=sys.stderr)
+        return 1
     return 0
 
 

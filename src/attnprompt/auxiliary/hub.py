@@ -18,6 +18,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ..errors import AttnPromptError, first_line
+from .folder_check import check_model_folder
 
 __all__ = ["MODEL_MAP_ENV", "model_map", "substitute_model", "SHIPPED_MODELS_DIR", "shipped_model", "looks_like_path",
            "hub_offline", "load_from_hub_or_dir", "hub_reachable", "offline_unless_hub_reachable", "not_cached_message",
@@ -104,10 +105,17 @@ def load_from_hub_or_dir(load: Callable[..., Any], name: str, what: str, **kwarg
             raise AttnPromptError(f"model path {name!r} does not exist")
         if not path.is_dir():
             raise AttnPromptError(f"model path {name!r} is not a folder (a Hugging Face model folder has config.json)")
+        check_model_folder(path)
         try:
             return load(str(path), **kwargs)
-        except (OSError, ValueError) as exc:
-            raise AttnPromptError(f"cannot load {what} from {name!r}: {first_line(exc)}") from None
+        except AttnPromptError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a local folder is user input: any loader failure is one line
+            files = ", ".join(sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth")))
+            pickled = "weights_only" in str(exc).lower() or "unpickl" in type(exc).__name__.lower()
+            hint = f" (pickle checkpoint {files}: only weights_only-safe files are loaded)" if files and pickled else ""
+            raise AttnPromptError(
+                f"cannot load {what} from {name!r}{hint}: {type(exc).__name__}: {first_line(exc)}") from None
     try:
         return load(name, local_files_only=True, **kwargs)
     except (OSError, ValueError):

@@ -439,9 +439,11 @@ class AttnPromptLMM(_LMMS_BASE):
             self._prompter = None
             preset = _unquote(preset)
             if preset is not None:
-                from ..config import get_preset, presets_for
+                from ..config import get_preset, is_preset_path, load_preset_file, presets_for
 
-                if not any(str(preset).lower() in presets_for(kind) for kind in ("clip", "lvlm")):
+                if is_preset_path(preset):
+                    load_preset_file(preset)  # a preset file of either kind: checked now
+                elif not any(str(preset).lower() in presets_for(kind) for kind in ("clip", "lvlm")):
                     get_preset(preset, kind="clip")  # raises with the list of presets
         # 3. the inner model
         built = inner_cls(**inner_args, **extra) if inner_cls is not None else inner

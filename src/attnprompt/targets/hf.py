@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from ..auxiliary.lvlm import LvlmAuxiliary
 from PIL import Image
 
-from .cache import AnswerCache, image_digest
+from .cache import AnswerCache, image_digest, model_identity
 
 __all__ = ["HFTarget"]
 
@@ -46,16 +46,23 @@ class HFTarget:
     ) -> None:
         from ..auxiliary.dispatch import load_auxiliary
 
+        from ..errors import AttnPromptError
+
         if batch_size < 1:
-            raise ValueError("batch size must be at least 1")
+            raise AttnPromptError("batch size must be at least 1")
+        if max_new_tokens < 1:
+            raise AttnPromptError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         self.model = cast("LvlmAuxiliary", auxiliary or load_auxiliary(str(model), kind="lvlm", device=device, dtype=dtype))
         self.name = f"hf:{model}"
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.cache = cache
+        self._identity = model_identity(str(getattr(self.model, "name", model)))  # once: it lists the folder
 
     def settings(self) -> dict[str, Any]:
-        return {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "dtype": str(self.model.dtype)}
+        """Everything besides image and prompt that changes an answer (part of every cache key)."""
+        return {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "dtype": str(self.model.dtype),
+                "device": torch.device(self.model.device).type, "model": self._identity}
 
     def answer(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[str]:
         """One greedy answer per (image, prompt), in order."""
