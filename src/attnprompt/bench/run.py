@@ -137,14 +137,14 @@ def _answer_condition(
             for it in batch:
                 sources = images.get(it.id) or _sources(it, multi)
                 try:
-                    prompt = prompts[it.id]
+                    asked = prompts[it.id]
                     for source in sources:
                         if isinstance(source, Exception):
                             raise source
-                    if isinstance(prompt, Exception):
-                        raise prompt
+                    if isinstance(asked, Exception):
+                        raise asked
                     loaded = [load_image(str(src)) for src in sources]
-                    ready.append((it, loaded if len(loaded) > 1 else loaded[0], prompt))
+                    ready.append((it, loaded if len(loaded) > 1 else loaded[0], asked))
                 except ROW_ERRORS as exc:
                     append_jsonl(path, {"id": it.id, "condition": condition.name, "answer": None, "error": str(exc)})
                     bar.update(1)
