@@ -3,9 +3,10 @@
     python benchmarks/localization.py [--scenes 200] [--json localization.json]
 
 Pointing / mass ratio / rank-1 of psi_cls (per layer, last k, all), psi_comp (inverted or not),
-the official and default preset masks and the LVLM attention map against uniform, centre and
-query-agnostic baselines on square scenes; then all-layer psi_cls and the default mask on square,
-2:1 and 1:2 scenes under the stretch, aligned and tiled geometries, with their cost.
+the official and built-in default preset masks, the model's own default mask (its
+attnprompt_preset.json) and the LVLM attention map and masks against uniform, centre and
+query-agnostic baselines on square scenes; then all-layer psi_cls and the default masks on square,
+2:1 and 1:2 scenes under the stretch, aligned, tiled and auto geometries, with their cost.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import sys
 
 from attnprompt.files import atomic_write_text
-from attnprompt.shapes.benchmarks import QUERY_KINDS, geometry_table, localization
+from attnprompt.shapes.benchmarks import GEOMETRY_MAPS, QUERY_KINDS, geometry_table, localization
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,9 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenes", type=int, default=200, help="scenes per aspect ratio")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--json", default=None, help="write the full result here")
+    p.add_argument("--geometry-maps", default=",".join(GEOMETRY_MAPS),
+                   help=f"comma-separated maps compared across geometries (default: {','.join(GEOMETRY_MAPS)})")
     a = p.parse_args(argv)
     result = localization(a.clip, a.lvlm or None, n_scenes=a.scenes, seed=a.seed,
+                          geometry_maps=[m.strip() for m in a.geometry_maps.split(",") if m.strip()],
                           progress=lambda m: print(f"... {m}", file=sys.stderr, flush=True))
+    for kind in ("clip", "lvlm"):
+        if f"{kind}_default" in result["settings"]:
+            cfg = result["settings"][f"{kind}_default"]
+            print(f"{kind} model default: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
 
     kinds = [*QUERY_KINDS, "all"]
     print(f"\nSquare scenes ({a.scenes}), pointing per query kind | mass ratio, rank-1 (all kinds)")
@@ -37,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:28s} {row} {per_kind['all']['mass_ratio']:6.2f} {per_kind['all']['rank1']:6.3f}")
 
     geo = result["geometry"]
-    for map_name in ("psi_cls all layers", "mask default preset"):
+    for map_name in a.geometry_maps.split(","):
         print(f"\nGeometry, {map_name}: pointing (all kinds); share of the square score")
         table = geometry_table(result, map_name)
         cols = list(next(iter(table.values())))

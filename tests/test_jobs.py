@@ -136,3 +136,29 @@ def test_missing_manifest_is_a_clear_error(capsys, tmp_path, tiny_clip_dir):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and "none.jsonl" in err
     assert "Loading weights" not in err  # checked before any model is loaded
+
+
+def test_the_model_thread_waits_for_writers_only_beyond_the_limit():
+    import threading
+
+    from attnprompt.io import ManifestRow
+    from attnprompt.jobs import _Writers
+
+    gate, written = threading.Event(), []
+
+    def finish(row, image, view, attribution):
+        gate.wait(10)  # a stalled encoder
+        return f"{row.id}.png", None, None
+
+    writers = _Writers(lambda row, status, **kw: written.append((row.id, status)), finish, threads=2, limit=4)
+    rows = [ManifestRow(f"r{i}", "", "q", i + 1) for i in range(5)]
+    for row in rows[:4]:
+        writers.submit((row, None, None, object()))  # returns at once: within the limit
+    blocked = threading.Thread(target=writers.submit, args=((rows[4], None, None, object()),))
+    blocked.start()
+    blocked.join(0.5)
+    assert blocked.is_alive() and written == []  # the fifth row waits for a free slot
+    gate.set()
+    blocked.join(10)
+    writers.close()
+    assert sorted(written) == [(f"r{i}", "ok") for i in range(5)]

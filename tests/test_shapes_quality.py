@@ -18,7 +18,11 @@ N_SCENES = 200  # the benchmark's default: these are the README's numbers
 
 @pytest.fixture(scope="module")
 def loc():
-    return localization("shapes-clip", "shapes-llava", n_scenes=N_SCENES, seed=12345)
+    # geometry rows: only what is asserted (all-layer psi_cls everywhere, the model's default mask
+    # under the default geometry); the benchmark script scores every map under every geometry
+    return localization("shapes-clip", "shapes-llava", n_scenes=N_SCENES, seed=12345,
+                        geometry_maps={"psi_cls all layers": ("stretch", "aligned", "tiled", "auto"),
+                                       "mask model default": ("auto",)})
 
 
 def _pointing(result, name, kind="all"):
@@ -58,6 +62,29 @@ def test_best_non_stretch_geometry_keeps_80_percent_off_square(loc):
         assert best >= 0.80, (aspect, table)
     # the official stretch is what breaks on non-square scenes
     assert table["stretch"]["wide / square"] < table["tiled"]["wide / square"]
+
+
+def test_default_geometry_keeps_80_percent_off_square(loc):
+    from attnprompt import get_preset
+
+    assert get_preset("default", kind="clip").geometry == "auto"
+    assert loc["settings"]["clip_default"]["geometry"] == "auto"  # the shipped model's own preset too
+    for map_name in ("psi_cls all layers", "mask model default"):
+        table = geometry_table(loc, map_name)
+        for aspect in ("wide", "tall"):
+            assert table["auto"][f"{aspect} / square"] >= 0.80, (map_name, aspect, table)
+
+
+def test_default_final_mask_points_as_well_as_all_layer_psi_cls(loc):
+    # the bar: all-layer psi_cls through the pipeline pointed at 0.65 on these scenes
+    assert _pointing(loc, "mask model default") >= _pointing(loc, "psi_cls all layers")
+    assert _pointing(loc, "mask model default") >= 0.65
+
+
+def test_lvlm_default_mask_keeps_80_percent_of_its_raw_attention(loc):
+    assert _pointing(loc, "lvlm mask") >= 0.80 * _pointing(loc, "lvlm attention")
+    # the official post-processing is what lost it (a 3 x 3 filter on 8 x 8, a saturated enhance)
+    assert _pointing(loc, "lvlm mask official preset") < _pointing(loc, "lvlm mask")
 
 
 def test_lvlm_map_beats_uniform_and_centre(loc):

@@ -32,6 +32,15 @@ examples:
   attnprompt annotate photo.jpg -q "What is the man holding?" -o out.png \\
       --model ./clip-vit-large-patch14-336 --preset official --save-maps
 
+  # several images, one question for all (outputs DIR/<name>.png and DIR/manifest.jsonl)
+  attnprompt annotate a.jpg b.jpg c.jpg -q "What is the man holding?" --out-dir prompted/
+
+  # a picture for people: original | heatmap with a colour bar | prompt, captioned
+  attnprompt figure examples/shapes_scene.png -q "where is the orange square?" --model shapes-clip -o fig.png
+
+  # the web app (http://127.0.0.1:7860; offline it starts on the shipped shapes models)
+  attnprompt app
+
   # a dataset: rows {"id": ..., "image": ..., "question": ...} in JSONL or CSV
   attnprompt annotate --manifest questions.jsonl --out-dir prompted/ --batch-size 16
 
@@ -45,13 +54,14 @@ examples:
   attnprompt annotate photo.jpg -q "..." -o out.png --layer -4..-1
 
   # an LVLM as auxiliary: the attention of its own answer to the image is the map
-  attnprompt annotate photo.jpg -q "..." -o out.png --aux lvlm --model llava-hf/llava-1.5-7b-hf \
+  attnprompt annotate photo.jpg -q "..." -o out.png --aux lvlm --model llava-hf/llava-1.5-7b-hf \\
       --layer 20 --reduction official --max-new-tokens 20 --highlight "red"
 
   # self-prompting: the same LVLM answers on the original, then on its own annotated image
   attnprompt self-prompt photo.jpg -q "What is written on the sign?" --model llava-hf/llava-1.5-7b-hf
 
-exit status: 0 all done, 1 some manifest rows failed (see the output manifest), 2 bad input.
+exit status: 0 all done, 1 some manifest rows or eval items failed (see the output manifest or the
+run's answers), 2 bad input.
 """
 
 
@@ -68,14 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     ann = sub.add_parser(
         "annotate", help="annotate images with attention masks", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Annotate one image (IMAGE --query TEXT -o OUT) or a manifest (--manifest FILE --out-dir DIR).",
+        description="Annotate one image (IMAGE --query TEXT -o OUT), several with one question "
+                    "(IMAGE... --query TEXT --out-dir DIR) or a manifest (--manifest FILE --out-dir DIR).",
     )
-    ann.add_argument("image", nargs="?", help="input image (single mode)")
-    ann.add_argument("-q", "--query", help="the question or instruction about the image (single mode)")
-    ann.add_argument("-o", "--output", help="output image path (single mode; default IMAGE_api.png)")
+    ann.add_argument("image", nargs="*", help="input image(s)")
+    ann.add_argument("-q", "--query", help="the question or instruction about the image(s)")
+    ann.add_argument("-o", "--output", help="output image path (one image; default IMAGE_api.png)")
     ann.add_argument("--manifest", help="JSONL or CSV with columns id, image, question (batch mode)")
-    ann.add_argument("--out-dir", help="output folder (batch mode)")
-    _model_options(ann)
+    ann.add_argument("--out-dir", help="output folder (several images, or --manifest)")
+    _model_options(ann, batch=True)
     _mask_options(ann)
     output = ann.add_argument_group("output")
     output.add_argument("--format", choices=("rgb", "rgba", "heatmap"), default="rgb",
@@ -95,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Ray cluster to join (e.g. ray://head:10001 or auto; default: start a local one)")
     engine.add_argument("--gpus-per-worker", type=float, default=0.0,
                         help="ray: GPUs per model actor (e.g. 1, or 0.5 for two actors per GPU; default 0)")
+    engine.add_argument("--cpus-per-worker", type=float, default=1.0,
+                        help="ray: CPUs per model actor; Ray sets its torch threads to this (default 1)")
 
     selfp = sub.add_parser(
         "self-prompt", help="an LVLM answers on the original image, then on its own annotated image",
@@ -103,13 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
     selfp.add_argument("image", help="input image")
     selfp.add_argument("-q", "--query", required=True, help="the question about the image")
     selfp.add_argument("-o", "--output", help="also save the annotated image here")
-    _model_options(selfp)
-    _mask_options(selfp)
+    _model_options(selfp, lvlm=True)
+    _mask_options(selfp, lvlm=True)
     selfp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     pr = sub.add_parser("presets", help="list the presets, and the per-benchmark presets eval uses, with their sources")
     pr.add_argument("--presets-dir", default=None,
                     help="also list the preset files naming a benchmark in this folder (default: $ATTNPROMPT_PRESETS_DIR)")
+
+    fig = sub.add_parser(
+        "figure", help="a picture for people: original | heatmap with a colour bar | prompt, captioned",
+        description="Writes OUT.png: the original, the attention map (with a colour bar) and the prompt image "
+                    "side by side, with the question, the auxiliary's answer (LVLM) and the settings as caption.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fig.add_argument("image", help="input image")
+    fig.add_argument("-q", "--query", required=True, help="the question or instruction about the image")
+    fig.add_argument("-o", "--output", help="output PNG (default IMAGE_figure.png)")
+    fig.add_argument("--caption", help="caption text (default: the question and the settings)")
+    _model_options(fig)
+    _mask_options(fig)
+    fig.add_argument("--quiet", action="store_true", help="no progress bars")
 
     demo = sub.add_parser(
         "demo", help="run the whole pipeline offline on shapes-world scenes and write an HTML report",
@@ -123,10 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     demo.add_argument("--quiet", action="store_true", help="print only the report's path")
 
+    app = sub.add_parser(
+        "app", help="the web app: upload an image, ask, see the map and the prompt, ask a target",
+        description="A Gradio page served on http://HOST:PORT (offline it starts on the shipped shapes models).",
+    )
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    app.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    app.add_argument("--share", action="store_true", help="also make a temporary public link through Gradio")
+    app.add_argument("--auth", default=None,
+                     help="require a login: USER:PASSWORD (comma-separated for several) or @FILE (one per line)")
+    app.add_argument("--examples", default=None, help="folder of example images (default: ./examples)")
+    app.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    app.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
+
     ev = sub.add_parser(
         "eval", help="score a target VLM on a benchmark under several conditions (original, api-clip, ...)",
         description="Answers of a target model on a benchmark's images, original and attention-prompted, scored "
-                    "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv} "
+                    "with the benchmark's official scorer; writes OUT/{answers,scores.json,table.md,table.csv,report.html} "
                     "and prints the table. Rerun the same command to resume.",
     )
     ev.add_argument("--conditions", default="original,api-clip",
@@ -200,25 +240,44 @@ def _benchmark_options(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def _shipped_names() -> list[str]:
+    """The models shipped in the package (read from its folder; no torch import for --help)."""
+    folder = Path(__file__).resolve().parent / "shapes" / "models"
+    return sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file()) if folder.is_dir() else []
+
+
+def _model_options(parser: argparse.ArgumentParser, *, lvlm: bool = False, batch: bool = False) -> None:
+    """Model options; ``lvlm``: the command needs a vision-language model (no CLIP-only options)."""
     model = parser.add_argument_group("model")
-    model.add_argument("--aux", choices=("auto", "clip", "lvlm"), default="auto",
-                       help="auxiliary kind: a CLIP or a vision-language model (default: from the model's config)")
-    model.add_argument("--model", default=None,
-                       help="hub id, local folder or open_clip architecture (default: openai/clip-vit-large-patch14-336)")
-    model.add_argument("--backend", choices=("auto", "hf", "open_clip"), default="auto",
-                       help="CLIP through transformers or open_clip (default: auto)")
-    model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
-    model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
+    shipped = ", ".join(_shipped_names())
+    if lvlm:
+        model.add_argument("--model", default=None,
+                           help="the vision-language model: hub id (llava-hf/llava-1.5-7b-hf) or local folder; "
+                                "shipped, offline: shapes-llava (required)")
+        parser.set_defaults(aux="lvlm", backend="auto", pretrained=None, model_config=None)
+    else:
+        model.add_argument("--aux", choices=("auto", "clip", "lvlm"), default="auto",
+                           help="auxiliary kind: a CLIP or a vision-language model (default: from the model's config)")
+        model.add_argument("--model", default=None,
+                           help="hub id, local folder or open_clip architecture; shipped in the package and working "
+                                f"offline: {shipped} (shapes-world scenes only; default: the paper's "
+                                "openai/clip-vit-large-patch14-336, from the hub)")
+        model.add_argument("--backend", default="auto",
+                           help="CLIP through transformers (hf) or open_clip, or a registered backend (default: auto)")
+        model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
+        model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     model.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
-    model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
-    model.add_argument("--workers", type=int, default=None,
-                       help="batch mode: image decoding threads (local engine, default 4) or model actors "
-                            "(--engine ray, default 1)")
+    if batch:
+        model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+        model.add_argument("--workers", type=int, default=None,
+                           help="batch mode: image decoding threads (local engine, default 4) or model actors "
+                                "(--engine ray, default 1)")
+    else:
+        parser.set_defaults(batch_size=1, workers=None)
 
 
-def _mask_options(parser: argparse.ArgumentParser) -> None:
+def _mask_options(parser: argparse.ArgumentParser, *, lvlm: bool = False) -> None:
     mask = parser.add_argument_group("mask (each overrides the preset)")
     mask.add_argument("--preset", default=None, metavar="NAME|FILE",
                       help=f"named settings ({', '.join(sorted(set(PRESETS) | set(LVLM_PRESETS)))}) or a preset "
@@ -226,8 +285,11 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
                            "default ('official' reproduces the official code)")
     mask.add_argument("--layer", action="append", metavar="L",
                       help="block(s) for the map: 22, -2, a range 20..23 / -4..-1; repeatable")
-    mask.add_argument("--comp-layer", type=int, help="CLIP: block after which the residual gives psi_comp")
-    mask.add_argument("--no-comp", action="store_true", help="CLIP: drop the complementary map psi_comp")
+    if lvlm:  # the complementary map is CLIP's
+        parser.set_defaults(comp_layer=None, no_comp=False)
+    else:
+        mask.add_argument("--comp-layer", type=int, help="CLIP: block after which the residual gives psi_comp")
+        mask.add_argument("--no-comp", action="store_true", help="CLIP: drop the complementary map psi_comp")
     mask.add_argument("--enhance", type=float, help="sharpening coefficient (official: 5)")
     mask.add_argument("--kernel", type=int, help="odd mean-filter size in token space (official: 3)")
     mask.add_argument("--interpolation", type=str.lower, choices=INTERPOLATIONS, help="map resize filter")
@@ -282,7 +344,13 @@ def _mask_overrides(args: argparse.Namespace) -> dict:
 
 
 def _load_prompter(args: argparse.Namespace) -> "Prompter":
-    from .auxiliary.dispatch import DEFAULT_MODEL
+    from .auxiliary.hub import fail_fast_if_unavailable
+    from .config import DEFAULT_MODEL
+
+    # before torch is imported: an unavailable hub id costs a second, not many
+    if not args.model_config or Path(args.model_config).is_file():
+        config_name = Path(args.model_config).stem if args.model_config else None
+        fail_fast_if_unavailable(args.model or config_name or DEFAULT_MODEL, args.pretrained)
     from .prompter import Prompter
 
     if args.batch_size < 1:
@@ -307,29 +375,34 @@ def _load_prompter(args: argparse.Namespace) -> "Prompter":
 
 def _annotate(args: argparse.Namespace) -> int:
     from .files import atomic_save_image, read_manifest, safe_stem
-    from .jobs import run_manifest, save_maps
 
-    single = args.image is not None
-    if single == bool(args.manifest):
-        raise AttnPromptError("give either IMAGE --query TEXT, or --manifest FILE --out-dir DIR")
-    if single and args.query is None:
+    if bool(args.image) == bool(args.manifest):
+        raise AttnPromptError("give either IMAGE... --query TEXT, or --manifest FILE --out-dir DIR")
+    if args.image and args.query is None:
         raise AttnPromptError("--query is required with an IMAGE")
-    if args.manifest and not args.out_dir:
-        raise AttnPromptError("--out-dir is required with --manifest")
+    single = len(args.image) == 1 and not args.out_dir
+    if not single and not args.out_dir:
+        raise AttnPromptError("--out-dir is required with --manifest or several images")
+    if args.output and not single:
+        raise AttnPromptError("-o names one output image; with several images use --out-dir DIR")
     if args.workers is not None and args.workers < 1:
         raise AttnPromptError("--workers must be at least 1")
     encoding = ImageEncoding(args.image_format, args.quality, args.png_compress_level)
     if encoding.format == "jpeg" and args.format == "rgba":
         raise AttnPromptError("JPEG cannot store the rgba output (no alpha channel): use png or webp")
-    if args.engine == "ray" and not args.manifest:
-        raise AttnPromptError("--engine ray runs a manifest: give --manifest FILE --out-dir DIR")
-    rows = read_manifest(args.manifest) if args.manifest else None  # fail fast, before loading a model
+    if args.engine == "ray" and single:
+        raise AttnPromptError("--engine ray runs a job: give --manifest FILE (or several images) and --out-dir DIR")
+    # fail fast, before loading a model
+    rows = read_manifest(args.manifest) if args.manifest else None if single else _image_rows(args.image, args.query)
     if args.engine == "ray":
         return _annotate_ray(args, rows or [], encoding)
     prompter = _load_prompter(args)
+    from .jobs import run_manifest, save_maps
+
     if single:
-        output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_api.png")
-        [result] = prompter.annotate([args.image], [args.query])
+        output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image[0]).stem)}_api.png")
+        [result] = prompter.annotate([args.image[0]], [args.query])
+        output.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_image(result.render(args.format), output)
         print(output)
         for n, extra in enumerate((result.images or [])[1:], start=2):  # e.g. vicrop's crop
@@ -346,7 +419,7 @@ def _annotate(args: argparse.Namespace) -> int:
             print(maps_path)
         return 0
     summary = run_manifest(
-        prompter, rows, args.out_dir, format=args.format, save_map_files=args.save_maps,
+        prompter, rows or [], args.out_dir, format=args.format, save_map_files=args.save_maps,
         batch_size=args.batch_size, workers=args.workers or 4, progress=not args.quiet, encoding=encoding,
     )
     return _job_report(summary)
@@ -354,21 +427,22 @@ def _annotate(args: argparse.Namespace) -> int:
 
 def _annotate_ray(args: argparse.Namespace, rows: list, encoding: "ImageEncoding") -> int:
     try:
-        from .integrations.ray import RayJobOptions, run_manifest_ray
+        from .integrations.ray import RayJobOptions, run_manifest_ray  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise AttnPromptError("the ray engine is not available in this installation") from None
 
     if args.batch_size < 1:
         raise AttnPromptError("--batch-size must be at least 1")
-    if args.gpus_per_worker < 0:
-        raise AttnPromptError("--gpus-per-worker must be at least 0")
+    if args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
+        raise AttnPromptError("--gpus-per-worker must be at least 0 and --cpus-per-worker above 0")
     options = RayJobOptions(
         model=args.model, kind=args.aux, preset=args.preset, backend=args.backend, pretrained=args.pretrained,
         model_config=args.model_config, device=args.device, dtype=args.dtype, overrides=_mask_overrides(args),
     )
     summary = run_manifest_ray(
         options, rows, args.out_dir, format=args.format, save_map_files=args.save_maps, batch_size=args.batch_size,
-        workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker, address=args.ray_address,
+        workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+        address=args.ray_address,
         encoding=encoding, progress=not args.quiet,
     )
     return _job_report(summary)
@@ -384,6 +458,34 @@ def _job_report(summary: "JobSummary") -> int:
     return 0 if summary.ok else 1
 
 
+def _image_rows(images: list[str], query: str) -> list:
+    """Several images with one question as manifest rows; ids are the file names (the paths if
+    two files share a name)."""
+    from .io import ManifestRow
+
+    stems = [Path(p).stem for p in images]
+    ids = stems if len(set(stems)) == len(stems) else [str(Path(p)) for p in images]
+    if len(set(ids)) != len(ids):
+        raise AttnPromptError("an image is given twice")
+    return [ManifestRow(id=i, image=str(Path(p).resolve()), question=query, line=n + 1)
+            for n, (i, p) in enumerate(zip(ids, images))]
+
+
+def _figure(args: argparse.Namespace) -> int:
+    from .config import DEFAULT_MODEL
+    from .figure import figure
+    from .io import atomic_save_image, safe_stem
+
+    output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_figure.png")
+    prompter = _load_prompter(args)
+    [result] = prompter.annotate([args.image], [args.query])
+    picture = figure(result, model=args.model or DEFAULT_MODEL, preset=args.preset, caption=args.caption)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_image(picture, output, format="PNG")
+    print(output)
+    return 0
+
+
 def _quiet_loading() -> None:
     try:
         from transformers.utils import logging as hf_logging
@@ -397,12 +499,13 @@ def _self_prompt(args: argparse.Namespace) -> int:
     from .files import atomic_save_image
     from .prompter import self_prompt
 
-    if args.aux == "clip" or not args.model:
-        raise AttnPromptError("self-prompting needs a vision-language model: --model llava-hf/llava-1.5-7b-hf or a local folder")
-    args.aux = "lvlm"
+    if not args.model:
+        raise AttnPromptError("self-prompting needs a vision-language model: --model llava-hf/llava-1.5-7b-hf, "
+                              "a local folder, or the shipped shapes-llava (offline)")
     prompter = _load_prompter(args)
     result = self_prompt(prompter, args.image, args.query)
     if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         atomic_save_image(result.annotation.image, args.output)
         print(f"annotated image: {args.output}")
     print(f"answer on the original image:  {result.original_answer}")
@@ -419,13 +522,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise AttnPromptError("the app needs Gradio: pip install 'attnprompt[app]'") from None
+    from .app import build_app, launch, parse_auth
+
+    auth = parse_auth(args.auth)
+    launch(build_app(device=args.device, dtype=args.dtype, examples=args.examples),
+           host=args.host, port=args.port, share=args.share, auth=auth)
+    return 0
+
+
 def _target_and_judge(args: argparse.Namespace) -> tuple[Any, Any]:
     """The target (local or served) and the judge of ``eval`` / ``tune``, answers cached under OUT."""
     from .bench.benchmarks import BENCHMARKS
     from .targets import AnswerCache
 
     judged = BENCHMARKS[args.benchmark].scorer.endswith("-judge")
-    max_new = args.max_new_tokens or (512 if judged else 128)
+    max_new = args.max_new_tokens if args.max_new_tokens is not None else (512 if judged else 128)
     out = Path(args.out)
     cache = AnswerCache(out / "cache")
     target: Any
@@ -451,10 +567,14 @@ def _target_and_judge(args: argparse.Namespace) -> tuple[Any, Any]:
 def _benchmark_data(args: argparse.Namespace) -> tuple[dict, list]:
     """The reader options and the items of ``eval`` / ``tune``, read and checked before any model loads."""
     from .bench.benchmarks import BENCHMARKS
-    from .bench.datasets import load_data
+    from .bench.benchmarks import load_data
 
     if args.benchmark not in BENCHMARKS:
         raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    for option in ("batch_size", "max_new_tokens", "concurrency", "limit"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:  # checked before any data is read or model loaded
+            raise AttnPromptError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
     items = load_data(args.benchmark, args.data, limit=args.limit, **options)
     if not items:
@@ -483,12 +603,18 @@ def _eval(args: argparse.Namespace) -> int:
     result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
                       lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, presets_dir=args.presets_dir,
                       judge=judge, limit=args.limit,
-                      data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet)
+                      data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet,
+                      device=args.device, dtype=args.dtype)
     print(format_table([result]), end="")
     masks = result.get("masks") or {}
     if masks.get("computed") or masks.get("reused"):
         print(f"masks: {masks['computed']} computed, {masks['reused']} reused", file=sys.stderr)
     print(f"results: {out.resolve()}", file=sys.stderr)
+    failed = {name: c["errors"] for name, c in result["conditions"].items() if c.get("errors")}
+    if failed:  # exit 1, as annotate does when rows fail: the scores cover only the answered items
+        shown = ", ".join(f"{name}: {n} of {result['n_items']}" for name, n in failed.items())
+        print(f"some items failed ({shown}); see {out / 'answers'}; rerun to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -531,7 +657,7 @@ def _reader_options(benchmark: str, pairs: Sequence[str], *, hub: bool = False) 
     also takes ``image_cache_dir`` and ``config`` (the dataset configuration)."""
     import inspect
 
-    from .bench.datasets import BENCHMARKS
+    from .bench.benchmarks import BENCHMARKS
 
     spec = BENCHMARKS[benchmark]
     params = inspect.signature(spec.reader).parameters
@@ -572,13 +698,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from .bench.datasets import BENCHMARKS
+    from .bench.benchmarks import BENCHMARKS
     from .bench.presets import benchmark_presets
+    from .config import CLIP_ONLY_FIELDS, LVLM_ONLY_FIELDS
     from .geometry import AUTO_MAX_ASPECT, auto_forwards
 
     for kind, table in (("clip", PRESETS), ("lvlm", LVLM_PRESETS)):
+        unused = LVLM_ONLY_FIELDS if kind == "clip" else CLIP_ONLY_FIELDS
         for name, cfg in table.items():
-            settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
+            settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items() if k not in unused)
             print(f"{kind:4s} {name:12s} {settings}")
     print(f"\ngeometry auto (CLIP): aligned up to {AUTO_MAX_ASPECT:g}:1 (5:4), tiled beyond; CLIP forwards per image:")
     print("  " + ", ".join(f"{label} {auto_forwards(a)}" for label, a in (
@@ -589,14 +717,15 @@ def _presets(args: argparse.Namespace) -> int:
         print(f"  {style.name:8s} {style.description} [{params}]")
     print("\na model folder's attnprompt_preset.json is what 'default' means for that model")
     print("\nper benchmark (attnprompt eval without --preset; see attnprompt.bench.presets for the precedence):")
-    table = benchmark_presets(getattr(args, "presets_dir", None))
-    for bench in dict.fromkeys([*BENCHMARKS, *(b for b, _ in table)]):
+    per_benchmark = benchmark_presets(getattr(args, "presets_dir", None))
+    for bench in dict.fromkeys([*BENCHMARKS, *(b for b, _ in per_benchmark)]):
         for kind in ("clip", "lvlm"):
-            entry = table.get((bench, kind))
+            entry = per_benchmark.get((bench, kind))
             if entry is None:
                 print(f"{bench:10s} {kind:4s} default")
                 continue
-            settings = ", ".join(f"{k}={v}" for k, v in entry.config.to_dict().items())
+            unused = LVLM_ONLY_FIELDS if kind == "clip" else CLIP_ONLY_FIELDS
+            settings = ", ".join(f"{k}={v}" for k, v in entry.config.to_dict().items() if k not in unused)
             print(f"{bench:10s} {kind:4s} {settings}\n{'':15s} source: {entry.source}")
     return 0
 
@@ -633,10 +762,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _annotate(args)
         if args.command == "self-prompt":
             return _self_prompt(args)
+        if args.command == "figure":
+            return _figure(args)
         if args.command == "presets":
             return _presets(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "app":
+            return _app(args)
         if args.command == "eval":
             return _eval(args)
         if args.command == "tune":

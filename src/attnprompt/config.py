@@ -54,6 +54,10 @@ REFERENCE_GRID = 24
 the ``kernel_grid`` of the scale-aware presets."""
 REDUCTIONS = ("official", "paper")
 KINDS = ("clip", "lvlm")
+LVLM_ONLY_FIELDS = ("reduction", "max_new_tokens", "highlight")
+"""MaskConfig fields that only an LVLM auxiliary reads."""
+CLIP_ONLY_FIELDS = ("comp_layer",)
+"""MaskConfig fields that only a CLIP auxiliary reads."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,8 @@ PRESETS: Mapping[str, MaskConfig] = {
                           kernel_grid=REFERENCE_GRID, strict_order=True),
 }
 DEFAULT_PRESET = "default"
+DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
+"""The auxiliary model when none is named: the paper's CLIP (from the hub)."""
 
 LVLM_PRESETS: Mapping[str, MaskConfig] = {
     # The official API_LLaVA script: decoder layer 20, attention of the last query position at
@@ -421,6 +427,10 @@ def resolve_layer(index: int, num_layers: int, what: str = "layer", tower: str =
     return resolved
 
 
+#: Longest ``--layer A..B`` range accepted (the largest models have a few hundred blocks).
+MAX_LAYER_RANGE = 10_000
+
+
 def parse_layers(specs: Iterable[str | int]) -> tuple[int, ...]:
     """Parse CLI layer specs: ``"22"``, ``"-2"``, ranges ``"20..23"`` / ``"-4..-1"`` (inclusive)."""
     out: list[int] = []
@@ -437,6 +447,9 @@ def parse_layers(specs: Iterable[str | int]) -> tuple[int, ...]:
                     a, b = (int(s) for s in part.split("..", 1))
                     if (a < 0) != (b < 0) or b < a:
                         raise ValueError
+                    if b - a >= MAX_LAYER_RANGE:  # checked before the range is built
+                        raise AttnPromptError(
+                            f"bad layer spec {part!r}: a range of {b - a + 1} layers; models have far fewer")
                     out.extend(range(a, b + 1))
                 else:
                     out.append(int(part))

@@ -32,8 +32,16 @@ def blend(image: Image.Image, pixel_mask: np.ndarray, gray: int) -> Image.Image:
     img = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # [H, W, 3] uint8
     if pixel_mask.shape != img.shape[:2]:
         raise ValueError(f"mask {pixel_mask.shape} does not match image {img.shape[:2]}")
-    index = (pixel_mask.astype(np.uint16) << 8)[:, :, None] | img  # [H, W, 3] = mask * 256 + pixel
-    return Image.fromarray(blend_table(gray).take(index), mode="RGB")
+    table = blend_table(gray)
+    out = np.empty_like(img)
+    for top in range(0, img.shape[0], _ROWS):  # in strips, so the int64 index stays in cache
+        rows = slice(top, top + _ROWS)
+        index = (pixel_mask[rows].astype(np.intp) << 8)[:, :, None] | img[rows]  # mask * 256 + pixel
+        np.take(table, index, out=out[rows])
+    return Image.fromarray(out, mode="RGB")
+
+
+_ROWS = 32
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from .geometry import View
 from .overlay import heatmap, to_rgba
 from .styles import Box
 
-__all__ = ["Annotation", "Prompter", "annotate", "self_prompt", "SelfPromptResult", "ImageInput", "OUTPUT_FORMATS"]
+__all__ = ["Annotation", "Prompter", "annotate", "cached_prompter", "self_prompt", "SelfPromptResult", "ImageInput", "OUTPUT_FORMATS"]
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 OUTPUT_FORMATS = ("rgb", "rgba", "heatmap")
@@ -182,17 +183,16 @@ class Prompter:
 
         ``batch_size`` bounds how many images go through the model at once (default: all).
         """
-        if not isinstance(images, (list, tuple)):
-            images = [images]
+        inputs: list[ImageInput] = list(images) if isinstance(images, (list, tuple)) else [cast(ImageInput, images)]
         if isinstance(queries, str):
-            queries = [queries] * len(images) if len(images) == 1 else [queries]
+            queries = [queries] * len(inputs) if len(inputs) == 1 else [queries]
         queries = list(queries)
-        if len(queries) != len(images):
-            raise AttnPromptError(f"{len(images)} image(s) but {len(queries)} queries: give one query per image")
+        if len(queries) != len(inputs):
+            raise AttnPromptError(f"{len(inputs)} image(s) but {len(queries)} queries: give one query per image")
         if batch_size is not None and batch_size < 1:
             raise AttnPromptError("batch size must be at least 1")
         config = self._config(overrides)
-        loaded = [load_image(im) for im in images]
+        loaded = [load_image(im) for im in inputs]
         step = batch_size or max(1, len(loaded))
         out: list[Annotation] = []
         for start in range(0, len(loaded), step):
@@ -214,6 +214,7 @@ class Prompter:
         (the pixel stage); data jobs run it on other threads than the model.
         """
         config = config or self.config
+        _warn_if_photo_for_shapes_model(self.auxiliary, images)
         if views is None:
             views = pipeline.views(self.auxiliary, images, config.auxiliary)
         return list(zip(views, pipeline.attribute(self.auxiliary, views, list(queries), config)))
@@ -261,6 +262,26 @@ class Prompter:
         )
 
 
+SHAPES_SCENE_SIDE = 256
+"""Images longer than this on a side are photos to the shipped shapes models (their scenes are 64-128)."""
+
+
+def _warn_if_photo_for_shapes_model(auxiliary: Auxiliary, images: Sequence[Image.Image]) -> None:
+    from pathlib import Path
+
+    from .auxiliary.hub import SHIPPED_MODELS_DIR
+
+    folder = Path(auxiliary.name)
+    if folder.parent != SHIPPED_MODELS_DIR:
+        return
+    big = [im.size for im in images if max(im.size) > SHAPES_SCENE_SIDE]
+    if big:
+        real = DEFAULT_MODEL if auxiliary.kind == "clip" else "llava-hf/llava-1.5-7b-hf"
+        warnings.warn(
+            f"{folder.name} is a tiny model of the synthetic shapes world (scenes of 64-128 pixels); on a "
+            f"{big[0][0]}x{big[0][1]} image its map means little. For photos use {real}.", stacklevel=4)
+
+
 @dataclass
 class SelfPromptResult:
     """Self-prompting: one LVLM's answer on the original image and on its own annotated image."""
@@ -302,6 +323,28 @@ _CACHE: dict[tuple, Prompter] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def cached_prompter(
+    model: str = DEFAULT_MODEL,
+    *,
+    kind: str = "auto",
+    backend: str = "auto",
+    pretrained: str | None = None,
+    model_config: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Prompter:
+    """A :class:`Prompter` with the project default settings, loaded on first use and kept for
+    later calls with the same model options (used by :func:`annotate` and the web app)."""
+    key = (model, kind, backend, pretrained, str(model_config), str(device), str(dtype))
+    with _CACHE_LOCK:
+        prompter = _CACHE.get(key)
+        if prompter is None:
+            prompter = Prompter(model, kind=kind, backend=backend, pretrained=pretrained,
+                                model_config=model_config, device=device, dtype=dtype)
+            _CACHE[key] = prompter
+    return prompter
+
+
 def annotate(
     images: Sequence[ImageInput] | ImageInput,
     queries: Sequence[str] | str,
@@ -334,13 +377,8 @@ def annotate(
         raise AttnPromptError(f"unknown output format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     if aux is not None:
         model = aux
-    key = (model, kind, backend, pretrained, str(model_config), str(device), str(dtype))
-    with _CACHE_LOCK:
-        prompter = _CACHE.get(key)
-        if prompter is None:
-            prompter = Prompter(model, kind=kind, backend=backend, pretrained=pretrained,
-                                model_config=model_config, device=device, dtype=dtype)
-            _CACHE[key] = prompter
+    prompter = cached_prompter(model, kind=kind, backend=backend, pretrained=pretrained,
+                               model_config=model_config, device=device, dtype=dtype)
     # the default is the loaded model's (its own preset file, when its folder has one)
     config = get_preset(prompter.config if preset is None or str(preset).lower() == "default" else preset,
                         kind=prompter.kind, **overrides)

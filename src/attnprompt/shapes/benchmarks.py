@@ -3,9 +3,10 @@
 - :func:`localization`: does a map point at the object the query names? Pointing, mass ratio
   and rank-1 (:mod:`attnprompt.shapes.metrics`) for ``psi_cls`` per layer, of the last k layers
   and of all layers, ``psi_comp`` inverted or not, the final masks of the ``official`` and
-  ``default`` presets, and the LVLM attention map; against a uniform map, a centre prior and the
+  built-in ``default`` presets and of the model's own default (its ``attnprompt_preset.json``),
+  and the LVLM attention map and masks; against a uniform map, a centre prior and the
   query-agnostic CLS attention. Per query kind, and for square, 2:1 and 1:2 scenes under the
-  ``stretch``, ``aligned`` and ``tiled`` geometries.
+  ``stretch``, ``aligned``, ``tiled`` and ``auto`` geometries.
 - :func:`vqa`: does the target model answer better on API-annotated images? Accuracy of the target
   on original and annotated images (CLIP and LVLM auxiliaries), with a paired bootstrap 95%
   confidence interval of each difference.
@@ -19,15 +20,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 import torch
 
 from ..bench.stats import paired_bootstrap
+from ..config import get_preset
 from ..geometry import View
+from ..maps import postprocess_single_map
 from .metrics import CellLayout, cell_layout, centre_map, score_map, uniform_scores
 from .world import Scene, make_dataset
+
+if TYPE_CHECKING:
+    from ..auxiliary.lvlm import LvlmAuxiliary
+    from ..auxiliary.protocol import ClipAuxiliary
 
 __all__ = ["QUERY_KINDS", "localization", "clip_scores", "vqa", "geometry_table"]
 
@@ -35,6 +42,9 @@ QUERY_KINDS = ("color+shape", "color", "shape")
 """Query kinds that name one object (presence questions are about whether it exists at all)."""
 
 AGNOSTIC_QUERY = "an object"
+
+GEOMETRY_MAPS = ("psi_cls all layers", "mask default preset", "mask model default")
+"""The maps :func:`localization` compares across geometries."""
 
 
 @dataclass
@@ -143,7 +153,8 @@ def localization(
     n_scenes: int = 200,
     seed: int = 12345,
     aspects: Sequence[str] = ("square", "wide", "tall"),
-    geometries: Sequence[str] = ("stretch", "aligned", "tiled"),
+    geometries: Sequence[str] = ("stretch", "aligned", "tiled", "auto"),
+    geometry_maps: Sequence[str] | Mapping[str, Sequence[str]] = GEOMETRY_MAPS,
     kinds: Sequence[str] = QUERY_KINDS,
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
@@ -151,15 +162,23 @@ def localization(
     """Localisation scores of every map on ``n_scenes`` scenes per aspect (see the module doc).
 
     The detailed maps (per layer, last-k, psi_comp, presets, baselines, LVLM) are scored on square
-    scenes, where every geometry gives the same view. The geometry comparison scores the
-    all-layer ``psi_cls`` and the ``default`` preset's mask on every aspect under every geometry.
+    scenes, where every geometry gives the same view. The geometry comparison scores
+    ``geometry_maps`` (of :data:`GEOMETRY_MAPS`: the all-layer ``psi_cls``, the built-in
+    ``default`` preset's mask, the model's own default mask) on every aspect under every geometry
+    (or, given as ``{map: geometries}``, under those geometries only).
+    The LVLM's masks are its own default (``lvlm mask``) and the ``official`` post-processing of the
+    same attention (``lvlm mask official preset``).
     Returns ``{"square": {map: {kind: scores}}, "geometry": {...}, "settings": {...}}``.
     """
     from ..prompter import Prompter
 
     say = progress or (lambda _msg: None)
-    prompter = Prompter(clip, kind="clip", device="cpu")
-    aux = prompter.auxiliary
+    wanted = {m: tuple(geometry_maps[m]) if isinstance(geometry_maps, Mapping) else tuple(geometries)
+              for m in geometry_maps}
+    if set(wanted) - set(GEOMETRY_MAPS) or not wanted:
+        raise ValueError(f"geometry_maps must be some of {GEOMETRY_MAPS}, got {list(geometry_maps)}")
+    prompter = Prompter(clip, kind="clip", device="cpu")  # its own default: the model folder's preset
+    aux = cast("ClipAuxiliary", prompter.auxiliary)
     n_layers = aux.num_layers
     every = tuple(range(n_layers))
     result: dict[str, Any] = {"settings": {"clip": clip, "lvlm": lvlm, "n_scenes": n_scenes, "seed": seed,
@@ -185,6 +204,8 @@ def localization(
         anns, _ = _clip_maps(prompter, images, texts, "aligned", batch_size,
                              **{k: v for k, v in _preset(preset).items() if k != "geometry"})
         score_all(f"mask {preset} preset", [a.mask for a in anns])
+    anns, _ = _clip_maps(prompter, images, texts, "aligned", batch_size)
+    score_all("mask model default", [a.mask for a in anns])
     square.score_query_agnostic(prompter, batch_size)
     score_all("baseline: centre", [centre_map(square.layout, scenes[0].size)] * len(items))
     square.score_uniform()
@@ -193,30 +214,44 @@ def localization(
         lv = Prompter(lvlm, kind="lvlm", device="cpu")
         with torch.inference_mode():
             lanns = lv.annotate(images, texts, batch_size=batch_size)
-        score_all("lvlm attention", [a.attention for a in lanns])
+        score_all("lvlm attention", [a.attention for a in lanns if a.attention is not None])  # all: an LVLM's
         score_all("lvlm mask", [a.mask for a in lanns])
+        # the official post-processing of the same attention (the answers do not depend on it)
+        official = get_preset("official", kind="lvlm")
+        score_all("lvlm mask official preset", [
+            postprocess_single_map(torch.from_numpy(a.attention)[None], enhance_coe=official.enhance,
+                                   kernel=official.kernel, kernel_grid=official.kernel_grid,
+                                   strict_order=official.strict_order)[0].numpy() for a in lanns])
+        result["settings"]["lvlm_default"] = lv.config.to_dict()
     result["square"] = square.tally.result()
 
     # -- geometry: every aspect ---------------------------------------------------------------
+    result["settings"]["clip_default"] = prompter.config.to_dict()
     geo: dict[str, Any] = {}
     default = {k: v for k, v in _preset("default").items() if k != "geometry"}
+    model_default = {k: v for k, v in prompter.config.to_dict().items() if k != "geometry"}
+    settings = {"psi_cls all layers": dict(layers=every, comp_layer=None), "mask default preset": default,
+                "mask model default": model_default}
+
     for aspect in aspects:
         a_scenes = scenes if aspect == "square" else list(make_dataset(n_scenes, seed, aspect=aspect))
         a_items = _items(a_scenes, kinds)
         a_images = [a_scenes[it.scene].image for it in a_items]
         a_texts = [it.text for it in a_items]
         for geometry in geometries:
+            names = [m for m in wanted if geometry in wanted[m]]
+            if not names:
+                continue
             say(f"geometry: {aspect} scenes, {geometry}")
             t = _Tally()
             v = view_of(a_scenes[0].image, geometry)
-            for name, overrides in (("psi_cls all layers", dict(layers=every, comp_layer=None)),
-                                    ("mask default preset", default)):
-                anns, seconds = _clip_maps(prompter, a_images, a_texts, geometry, batch_size, **overrides)
+            for name in names:
+                anns, seconds = _clip_maps(prompter, a_images, a_texts, geometry, batch_size, **settings[name])
                 lay = cell_layout(v, anns[0].mask.shape, a_scenes[0].size)
                 for it, ann in zip(a_items, anns):
                     m = ann.psi_cls if name.startswith("psi_cls") else ann.mask
                     t.add(name, it.kind, score_map(m, lay, a_scenes[it.scene].masks, it.target))
-                if name.startswith("psi_cls"):
+                if name == names[0]:
                     oracle = sum(float((lay.cell_means(a_scenes[it.scene].masks[it.target].astype(float)) >= 0.5)
                                        [lay.visible].any()) for it in a_items) / len(a_items)
                     geo.setdefault(aspect, {})[geometry] = {
@@ -257,17 +292,18 @@ def clip_scores(
 
 
 def _preset(name: str) -> dict[str, Any]:
-    from ..config import get_preset
-
     return get_preset(name, kind="clip").to_dict()
 
 
 def geometry_table(result: dict[str, Any], map_name: str = "psi_cls all layers") -> dict[str, dict[str, float]]:
     """Pointing (all kinds) per aspect and geometry, and each non-square score as a share of the
-    square score under the same geometry."""
+    square score under the same geometry (geometries under which ``map_name`` was not scored are
+    left out)."""
     geo = result["geometry"]
     out: dict[str, dict[str, float]] = {}
     for geometry in next(iter(geo.values())):
+        if any(map_name not in per_geo[geometry]["scores"] for per_geo in geo.values()):
+            continue
         square = geo.get("square", {}).get(geometry, {}).get("scores", {}).get(map_name, {}).get("all", {})
         row: dict[str, float] = {}
         for aspect, per_geo in geo.items():
@@ -315,7 +351,7 @@ def vqa(
     items = [(s, q) for s in scenes for q in s.queries() if q.kind in kinds]
     texts = [q.text for _, q in items]
     truth = [q.answer for _, q in items]
-    target_model = load_auxiliary(target, kind="lvlm", device="cpu")
+    target_model = cast("LvlmAuxiliary", load_auxiliary(target, kind="lvlm", device="cpu"))
 
     def answers(images: list) -> list[str]:
         out: list[str] = []
