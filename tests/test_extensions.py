@@ -175,3 +175,18 @@ def test_a_benchmark_and_a_condition_are_added_without_editing_the_package(tmp_p
         assert brief.mask == "clip" and brief.prompt(item.question) == item.question + " Be brief."
     finally:
         CONDITIONS.pop("api-clip+brief")
+
+
+def test_a_prompt_style_is_one_register_style_call(brightness_backend):
+    from attnprompt.styles import STYLES, Prompt, Style, register_style
+
+    def mask_only(image, mask, params, gray):  # the pixel mask itself, as a gray image
+        return Prompt([Image.fromarray(mask).convert("RGB")])
+
+    register_style(Style("mask-only", mask_only, description="the mask as the prompt"))
+    try:
+        prompter = Prompter("any-name", backend="brightness", device="cpu", comp_layer=None)
+        [result] = prompter.annotate(half_bright(), "the bright half", style="mask-only")
+        assert np.array_equal(np.asarray(result.image)[:, :, 0], result.pixel_mask)
+    finally:
+        STYLES.pop("mask-only")
