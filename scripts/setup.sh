@@ -2,7 +2,7 @@
 # Set up .venv at the repository root and run the main job or the whole test suite.
 #
 #   bash scripts/setup.sh demo   # install, then run the offline demo (HTML report in attnprompt-demo/)
-#   bash scripts/setup.sh test   # install with every extra, then run the whole test suite
+#   bash scripts/setup.sh test   # install with every extra, then type-check src/ and run the whole test suite
 #
 # Safe to rerun: an existing .venv is reused. PYTHON picks the interpreter (default python3);
 # TORCH_SPEC overrides the torch/torchvision requirement (e.g. "torch torchvision" for the latest).
@@ -75,5 +75,7 @@ if [ "$mode" = demo ]; then
   step "running the offline demo"
   exec .venv/bin/attnprompt demo --out attnprompt-demo
 fi
+step "type-checking src/ (configuration in pyproject.toml)"
+.venv/bin/python -m mypy
 step "running the tests"
 exec .venv/bin/python -m pytest "${@:2}"

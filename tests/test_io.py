@@ -509,7 +509,7 @@ def test_invalid_utf8_line_is_a_row_error(tmp_path: Path) -> None:
     good = json.dumps({"id": "ok", "image": "a.png", "question": "q"}).encode()
     manifest.write_bytes(b'{"id": "\xff"}\n' + good + b"\n")
     rows = read_manifest(manifest)
-    assert [(r.line, r.error) for r in rows] == [(1, "not valid UTF-8"), (2, None)]
+    assert [(r.line, r.error) for r in rows] == [(1, "not valid UTF-8 (byte 8)"), (2, None)]
 
 
 # ---------------------------------------------------------------------------------------------

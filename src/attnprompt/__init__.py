@@ -22,7 +22,7 @@ from .errors import AttnPromptError
 if TYPE_CHECKING:
     from .auxiliary.dispatch import load_auxiliary
     from .auxiliary.protocol import ClipAuxiliary
-    from .prompter import Annotation, Prompter, annotate
+    from .prompter import Annotation, Prompter, SelfPromptResult, annotate, self_prompt
     from .styles import STYLES
 
 __version__ = "0.1.0"
@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 # bad input (an uncached model without hub access...) without paying torch's import time.
 _LAZY = {
     "annotate": ".prompter", "Prompter": ".prompter", "Annotation": ".prompter",
+    "self_prompt": ".prompter", "SelfPromptResult": ".prompter",
     "ClipAuxiliary": ".auxiliary.protocol", "load_auxiliary": ".auxiliary.dispatch", "STYLES": ".styles",
 }
 
@@ -46,6 +47,8 @@ __all__ = [
     "annotate",
     "Prompter",
     "Annotation",
+    "self_prompt",
+    "SelfPromptResult",
     "MaskConfig",
     "PRESETS",
     "DEFAULT_PRESET",

@@ -60,7 +60,8 @@ examples:
   # self-prompting: the same LVLM answers on the original, then on its own annotated image
   attnprompt self-prompt photo.jpg -q "What is written on the sign?" --model llava-hf/llava-1.5-7b-hf
 
-exit status: 0 all done, 1 some manifest rows failed (see the output manifest), 2 bad input.
+exit status: 0 all done, 1 some manifest rows or eval items failed (see the output manifest or the
+run's answers), 2 bad input.
 """
 
 
@@ -261,8 +262,8 @@ def _model_options(parser: argparse.ArgumentParser, *, lvlm: bool = False, batch
                            help="hub id, local folder or open_clip architecture; shipped in the package and working "
                                 f"offline: {shipped} (shapes-world scenes only; default: the paper's "
                                 "openai/clip-vit-large-patch14-336, from the hub)")
-        model.add_argument("--backend", choices=("auto", "hf", "open_clip"), default="auto",
-                           help="CLIP through transformers or open_clip (default: auto)")
+        model.add_argument("--backend", default="auto",
+                           help="CLIP through transformers (hf) or open_clip, or a registered backend (default: auto)")
         model.add_argument("--pretrained", help="open_clip pretrained tag or local weights file")
         model.add_argument("--model-config", help="open_clip model-config JSON for a custom architecture")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -418,7 +419,7 @@ def _annotate(args: argparse.Namespace) -> int:
             print(maps_path)
         return 0
     summary = run_manifest(
-        prompter, rows, args.out_dir, format=args.format, save_map_files=args.save_maps,
+        prompter, rows or [], args.out_dir, format=args.format, save_map_files=args.save_maps,
         batch_size=args.batch_size, workers=args.workers or 4, progress=not args.quiet, encoding=encoding,
     )
     return _job_report(summary)
@@ -426,7 +427,7 @@ def _annotate(args: argparse.Namespace) -> int:
 
 def _annotate_ray(args: argparse.Namespace, rows: list, encoding: "ImageEncoding") -> int:
     try:
-        from .integrations.ray import RayJobOptions, run_manifest_ray
+        from .integrations.ray import RayJobOptions, run_manifest_ray  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise AttnPromptError("the ray engine is not available in this installation") from None
 
@@ -540,7 +541,7 @@ def _target_and_judge(args: argparse.Namespace) -> tuple[Any, Any]:
     from .targets import AnswerCache
 
     judged = BENCHMARKS[args.benchmark].scorer.endswith("-judge")
-    max_new = args.max_new_tokens or (512 if judged else 128)
+    max_new = args.max_new_tokens if args.max_new_tokens is not None else (512 if judged else 128)
     out = Path(args.out)
     cache = AnswerCache(out / "cache")
     target: Any
@@ -566,10 +567,14 @@ def _target_and_judge(args: argparse.Namespace) -> tuple[Any, Any]:
 def _benchmark_data(args: argparse.Namespace) -> tuple[dict, list]:
     """The reader options and the items of ``eval`` / ``tune``, read and checked before any model loads."""
     from .bench.benchmarks import BENCHMARKS
-    from .bench.datasets import load_data
+    from .bench.benchmarks import load_data
 
     if args.benchmark not in BENCHMARKS:
         raise AttnPromptError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    for option in ("batch_size", "max_new_tokens", "concurrency", "limit"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:  # checked before any data is read or model loaded
+            raise AttnPromptError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     options = _reader_options(args.benchmark, args.option, hub=str(args.data).startswith("hf:"))
     items = load_data(args.benchmark, args.data, limit=args.limit, **options)
     if not items:
@@ -598,12 +603,18 @@ def _eval(args: argparse.Namespace) -> int:
     result = evaluate(args.benchmark, args.data, target, args.conditions, out, clip=args.aux_clip or DEFAULT_MODEL,
                       lvlm=lvlm, preset=args.preset, masks_dir=args.masks_dir, presets_dir=args.presets_dir,
                       judge=judge, limit=args.limit,
-                      data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet)
+                      data_options=options, items=items, batch_size=args.batch_size, progress=not args.quiet,
+                      device=args.device, dtype=args.dtype)
     print(format_table([result]), end="")
     masks = result.get("masks") or {}
     if masks.get("computed") or masks.get("reused"):
         print(f"masks: {masks['computed']} computed, {masks['reused']} reused", file=sys.stderr)
     print(f"results: {out.resolve()}", file=sys.stderr)
+    failed = {name: c["errors"] for name, c in result["conditions"].items() if c.get("errors")}
+    if failed:  # exit 1, as annotate does when rows fail: the scores cover only the answered items
+        shown = ", ".join(f"{name}: {n} of {result['n_items']}" for name, n in failed.items())
+        print(f"some items failed ({shown}); see {out / 'answers'}; rerun to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -646,7 +657,7 @@ def _reader_options(benchmark: str, pairs: Sequence[str], *, hub: bool = False) 
     also takes ``image_cache_dir`` and ``config`` (the dataset configuration)."""
     import inspect
 
-    from .bench.datasets import BENCHMARKS
+    from .bench.benchmarks import BENCHMARKS
 
     spec = BENCHMARKS[benchmark]
     params = inspect.signature(spec.reader).parameters
@@ -687,7 +698,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from .bench.datasets import BENCHMARKS
+    from .bench.benchmarks import BENCHMARKS
     from .bench.presets import benchmark_presets
     from .config import CLIP_ONLY_FIELDS, LVLM_ONLY_FIELDS
     from .geometry import AUTO_MAX_ASPECT, auto_forwards
@@ -706,10 +717,10 @@ def _presets(args: argparse.Namespace) -> int:
         print(f"  {style.name:8s} {style.description} [{params}]")
     print("\na model folder's attnprompt_preset.json is what 'default' means for that model")
     print("\nper benchmark (attnprompt eval without --preset; see attnprompt.bench.presets for the precedence):")
-    table = benchmark_presets(getattr(args, "presets_dir", None))
-    for bench in dict.fromkeys([*BENCHMARKS, *(b for b, _ in table)]):
+    per_benchmark = benchmark_presets(getattr(args, "presets_dir", None))
+    for bench in dict.fromkeys([*BENCHMARKS, *(b for b, _ in per_benchmark)]):
         for kind in ("clip", "lvlm"):
-            entry = table.get((bench, kind))
+            entry = per_benchmark.get((bench, kind))
             if entry is None:
                 print(f"{bench:10s} {kind:4s} default")
                 continue

@@ -427,6 +427,10 @@ def resolve_layer(index: int, num_layers: int, what: str = "layer", tower: str =
     return resolved
 
 
+#: Longest ``--layer A..B`` range accepted (the largest models have a few hundred blocks).
+MAX_LAYER_RANGE = 10_000
+
+
 def parse_layers(specs: Iterable[str | int]) -> tuple[int, ...]:
     """Parse CLI layer specs: ``"22"``, ``"-2"``, ranges ``"20..23"`` / ``"-4..-1"`` (inclusive)."""
     out: list[int] = []
@@ -443,6 +447,9 @@ def parse_layers(specs: Iterable[str | int]) -> tuple[int, ...]:
                     a, b = (int(s) for s in part.split("..", 1))
                     if (a < 0) != (b < 0) or b < a:
                         raise ValueError
+                    if b - a >= MAX_LAYER_RANGE:  # checked before the range is built
+                        raise AttnPromptError(
+                            f"bad layer spec {part!r}: a range of {b - a + 1} layers; models have far fewer")
                     out.extend(range(a, b + 1))
                 else:
                     out.append(int(part))

@@ -12,12 +12,15 @@ import html
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import torch
 from PIL import Image
 
 from .errors import AttnPromptError
+
+if TYPE_CHECKING:
+    from .auxiliary.lvlm import LvlmAuxiliary
 from .files import atomic_save_image, atomic_write_text
 
 __all__ = ["run_demo", "DEMO_SCENES"]
@@ -51,7 +54,7 @@ def run_demo(
 
     say(f"loading {clip} and {target}")
     clip_prompter = Prompter(clip, kind="clip", device=device)
-    target_model = load_auxiliary(target, kind="lvlm", device=device)
+    target_model = cast("LvlmAuxiliary", load_auxiliary(target, kind="lvlm", device=device))
     lvlm_prompter = Prompter(target, kind="lvlm", device=device, auxiliary=target_model)
 
     rows: list[dict[str, Any]] = []

@@ -19,7 +19,7 @@ class AttnPromptError(Exception):
 #: errors, bad values, files it cannot read, and RuntimeError, which torch raises for failures
 #: specific to one input (a shape it cannot take, out of memory on a large image). Anything else
 #: is a bug and stops the job.
-ROW_ERRORS: tuple[type[BaseException], ...] = (AttnPromptError, ValueError, RuntimeError, OSError)
+ROW_ERRORS: tuple[type[Exception], ...] = (AttnPromptError, ValueError, RuntimeError, OSError)
 
 
 def one_line(text: object) -> str:
@@ -32,6 +32,6 @@ def first_line(exc: BaseException, limit: int | None = 300, *, empty: str | None
 
     A message with no text gives ``empty``, by default the exception's type name.
     """
-    text = str(exc).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip().splitlines()  # no terminal colours
     line = text[0] if text else (type(exc).__name__ if empty is None else empty)
     return line if limit is None else line[:limit]

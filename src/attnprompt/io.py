@@ -7,7 +7,12 @@ name only: inside the package, ``io`` still means the standard library).
 from .files import (
     MAX_PIXELS,
     ImageLoadError,
+    JSONError,
     ManifestRow,
+    confined_path,
+    json_line,
+    load_json,
+    unicode_problem,
     append_jsonl,
     atomic_save_image,
     atomic_write_bytes,
@@ -31,4 +36,9 @@ __all__ = [
     "atomic_save_image",
     "append_jsonl",
     "read_jsonl_tolerant",
+    "JSONError",
+    "load_json",
+    "json_line",
+    "unicode_problem",
+    "confined_path",
 ]

@@ -61,7 +61,8 @@ class JobSummary:
 def maps_bytes(annotation: Annotation) -> bytes:
     """The raw maps and masks as ``.npz`` bytes (read with ``numpy.load``; no pickles)."""
     buffer = _io.BytesIO()
-    np.savez_compressed(buffer, **annotation.arrays())
+    arrays: dict[str, Any] = annotation.arrays()
+    np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
 
 
@@ -248,7 +249,7 @@ def run_manifest(
     encoding = encoding or ImageEncoding()
     if encoding.format == "jpeg" and format == "rgba":
         raise AttnPromptError("JPEG cannot store the rgba output (no alpha channel): use png or webp")
-    rows = list(manifest) if isinstance(manifest, (list, tuple)) else read_manifest(manifest)
+    rows = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
     keys = row_keys(rows)
     key_of = {id(row): key for row, key in zip(rows, keys)}
     summary = JobSummary(total=len(rows))

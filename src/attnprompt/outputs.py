@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import io as _stdio
-import json
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import IO, Any
 from PIL import Image
 
 from .errors import AttnPromptError
-from .files import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl_tolerant
+from .files import append_jsonl, atomic_write_bytes, atomic_write_text, json_line, read_jsonl_tolerant
 
 __all__ = [
     "OUTPUT_MANIFEST",
@@ -154,7 +154,7 @@ class _Lock:
             self._handle = None
 
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _lock_handle(handle: IO[bytes]) -> None:
@@ -250,7 +250,7 @@ class OutputFolder:
             records = [latest[k] for k in keys]
             if records == raw:
                 return
-            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            text = "".join(json_line(r) for r in records)  # json_line: ids with lone surrogates too
             atomic_write_text(self.manifest, text)
 
     def finished_ids(self) -> set[str]:

@@ -12,7 +12,7 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -183,17 +183,16 @@ class Prompter:
 
         ``batch_size`` bounds how many images go through the model at once (default: all).
         """
-        if not isinstance(images, (list, tuple)):
-            images = [images]
+        inputs: list[ImageInput] = list(images) if isinstance(images, (list, tuple)) else [cast(ImageInput, images)]
         if isinstance(queries, str):
-            queries = [queries] * len(images) if len(images) == 1 else [queries]
+            queries = [queries] * len(inputs) if len(inputs) == 1 else [queries]
         queries = list(queries)
-        if len(queries) != len(images):
-            raise AttnPromptError(f"{len(images)} image(s) but {len(queries)} queries: give one query per image")
+        if len(queries) != len(inputs):
+            raise AttnPromptError(f"{len(inputs)} image(s) but {len(queries)} queries: give one query per image")
         if batch_size is not None and batch_size < 1:
             raise AttnPromptError("batch size must be at least 1")
         config = self._config(overrides)
-        loaded = [load_image(im) for im in images]
+        loaded = [load_image(im) for im in inputs]
         step = batch_size or max(1, len(loaded))
         out: list[Annotation] = []
         for start in range(0, len(loaded), step):

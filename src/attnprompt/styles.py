@@ -199,7 +199,7 @@ def components(region: np.ndarray, max_side: int = 128) -> list[np.ndarray]:
     sh, sw = -(-h // step), -(-w // step)
     padded = np.zeros((sh * step, sw * step), dtype=bool)
     padded[:h, :w] = region
-    small = padded.reshape(sh, step, sw, step).any(axis=(1, 3))
+    small = np.asarray(padded.reshape(sh, step, sw, step).any(axis=(1, 3)), dtype=bool)
     labels = np.zeros(small.shape, dtype=np.int32)
     count = 0
     for r0, c0 in zip(*np.nonzero(small)):

@@ -13,6 +13,14 @@ Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``. Replies come fr
 :meth:`FakeChatServer.inject` are applied, in order, one per chat request. Every request is
 recorded in :attr:`FakeChatServer.requests`. With ``api_key`` set, requests without
 ``Authorization: Bearer <api_key>`` get 401; with ``models`` set, unknown models get 404.
+
+Hostile modes, for testing clients against servers that misbehave with a 200: a body that is
+not JSON (:meth:`Failure.garbage`), a body that trickles in one byte at a time
+(:meth:`Failure.trickle`), a reply whose message has ``null`` / list content or no message
+(:meth:`Failure.null_content`, :meth:`Failure.list_content`, :meth:`Failure.missing_message`),
+a huge reply (:meth:`Failure.huge`) and a hang (:meth:`Failure.hang`). The server stays bounded:
+every wait and every trickle has a count and a time limit, and :meth:`FakeChatServer.close`
+wakes handlers that are still waiting.
 """
 
 from __future__ import annotations
@@ -41,7 +49,12 @@ __all__ = [
     "image_urls",
     "prompt_text",
     "unused_base_url",
+    "MAX_STALL_S",
 ]
+
+#: No scripted delay, hang or trickle lasts longer than this, whatever a test asks for.
+MAX_STALL_S = 120.0
+_MISSING = object()
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -118,8 +131,10 @@ class Failure:
     """One scripted misbehaviour, applied to one chat request.
 
     ``delay`` seconds pass first; then, with ``status`` set, that HTTP error is returned (with
-    ``headers``); with ``drop`` the connection is closed without a reply; otherwise the normal
-    reply is sent (a slow answer, e.g. longer than the client's timeout).
+    ``headers``); with ``drop`` the connection is closed without a reply; otherwise a 200 is
+    sent: ``body`` as given, else a chat completion whose first choice's message is ``choice``
+    (``None``: the normal reply), with the body written one byte every ``byte_interval`` seconds when
+    ``byte_interval`` is set (a slow answer, e.g. longer than the client's timeout, with ``delay``).
     """
 
     status: int | None = None
@@ -127,6 +142,9 @@ class Failure:
     headers: Mapping[str, str] = field(default_factory=dict)
     message: str | None = None
     drop: bool = False
+    body: bytes | None = None
+    choice: Mapping[str, Any] | None = None
+    byte_interval: float = 0.0
 
     @classmethod
     def http(cls, status: int, retry_after: float | str | None = None, message: str | None = None) -> Failure:
@@ -140,6 +158,39 @@ class Failure:
     @classmethod
     def disconnect(cls) -> Failure:
         return cls(drop=True)
+
+    @classmethod
+    def hang(cls, seconds: float) -> Failure:
+        """Accept the request, say nothing for ``seconds`` (at most :data:`MAX_STALL_S`), then hang up."""
+        return cls(delay=seconds, drop=True)
+
+    @classmethod
+    def garbage(cls, size: int = 64) -> Failure:
+        """A 200 "application/json" reply of ``size`` bytes that are not JSON (an HTML error page)."""
+        page = b"<html><body>502 Bad Gateway</body></html>"
+        return cls(body=(page * (size // len(page) + 1))[:size])
+
+    @classmethod
+    def trickle(cls, interval: float, body: bytes | None = None) -> Failure:
+        """Headers at once, then the body (default: a normal reply) one byte every ``interval`` seconds."""
+        return cls(byte_interval=interval, body=body)
+
+    @classmethod
+    def null_content(cls) -> Failure:
+        return cls(choice={"message": {"role": "assistant", "content": None}})
+
+    @classmethod
+    def list_content(cls) -> Failure:
+        return cls(choice={"message": {"role": "assistant", "content": [{"type": "text", "text": "yes"}]}})
+
+    @classmethod
+    def missing_message(cls) -> Failure:
+        return cls(choice={})
+
+    @classmethod
+    def huge(cls, size: int) -> Failure:
+        """A valid reply whose content is ``size`` characters long."""
+        return cls(choice={"message": {"role": "assistant", "content": "x" * size}})
 
 
 @dataclass
@@ -174,6 +225,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, OSError):
             self.close_connection = True  # the client gave up (e.g. its timeout); nothing to do
+
+    def _send_raw(self, status: int, body: bytes) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+    def _trickle(self, body: bytes, interval: float) -> None:
+        """Headers, then one byte every ``interval`` s: at most len(body) bytes and MAX_STALL_S seconds."""
+        stop = self.server.owner._stopping
+        end = time.monotonic() + MAX_STALL_S
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                if stop.wait(interval) or time.monotonic() > end:
+                    return
+        except OSError:
+            return  # the client gave up
 
     def _error(self, status: int, message: str, headers: Mapping[str, str] | None = None, code: str | None = None):
         err = {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "param": None, "code": code}
@@ -228,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
         if failure is not None:
             if failure.delay > 0:
                 rec.outcome = "delaying"
-                time.sleep(failure.delay)
+                owner._stopping.wait(min(failure.delay, MAX_STALL_S))
             if failure.drop:
                 rec.outcome = "dropped"
                 self.close_connection = True
@@ -241,6 +322,9 @@ class _Handler(BaseHTTPRequestHandler):
                 rec.outcome = f"http {failure.status}"
                 msg = failure.message or f"injected failure {failure.status}"
                 return self._error(failure.status, msg, failure.headers)
+            if failure.body is not None and not failure.byte_interval:
+                rec.outcome = "garbage"
+                return self._send_raw(200, failure.body)
 
         if not self._authorized():
             rec.outcome = "http 401"
@@ -272,28 +356,27 @@ class _Handler(BaseHTTPRequestHandler):
         rec.outcome = "ok"
         prompt_tokens = sum(len(prompt_text({"messages": [m]}).split()) for m in body["messages"])
         completion_tokens = len(str(text).split())
-        self._send_json(
-            200,
-            {
-                "id": f"chatcmpl-fake-{owner._next_id()}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": str(text)},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+        choice: Mapping[str, Any] = {"message": {"role": "assistant", "content": str(text)}}
+        if failure is not None and failure.choice is not None:
+            rec.outcome = "odd reply"
+            choice = failure.choice
+        reply = {
+            "id": f"chatcmpl-fake-{owner._next_id()}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, **choice, "finish_reason": "stop", "logprobs": None}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
             },
-        )
+        }
+        if failure is not None and failure.byte_interval:
+            rec.outcome = "trickling"
+            return self._trickle(failure.body if failure.body is not None else json.dumps(reply).encode(),
+                                 failure.byte_interval)
+        self._send_json(200, reply)
 
 
 class _Server(ThreadingHTTPServer):
@@ -301,6 +384,13 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
     owner: FakeChatServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # a client that hung up (its deadline, a refused huge reply) is not a server bug
+        super().handle_error(request, client_address)
 
 
 class FakeChatServer:
@@ -331,12 +421,14 @@ class FakeChatServer:
         self._ids = 0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # wakes handlers still delaying or trickling on close()
 
     # -- lifecycle --
 
     def start(self) -> FakeChatServer:
         if self._httpd is not None:
             return self
+        self._stopping.clear()
         httpd = _Server(("127.0.0.1", 0), _Handler)
         httpd.owner = self
         self._httpd = httpd
@@ -348,6 +440,7 @@ class FakeChatServer:
 
     def close(self) -> None:
         httpd, self._httpd = self._httpd, None
+        self._stopping.set()
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()

@@ -58,12 +58,16 @@ class AttentionWeights:
     layer_scale: torch.Tensor | None = None  # [D] (open_clip LayerScale), applied after W_O
 
     def to(self, dtype: torch.dtype) -> "AttentionWeights":
-        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.detach().to(dtype)
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to(dtype)
+
+        def cast_optional(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else cast(t)
 
         return AttentionWeights(
-            cast(self.w_q), cast(self.b_q), cast(self.w_k), cast(self.b_k), cast(self.w_v),
-            cast(self.b_v), cast(self.w_o), cast(self.b_o), self.num_heads, cast(self.layer_scale),
+            cast(self.w_q), cast_optional(self.b_q), cast(self.w_k), cast_optional(self.b_k), cast(self.w_v),
+            cast_optional(self.b_v), cast(self.w_o), cast_optional(self.b_o), self.num_heads,
+            cast_optional(self.layer_scale),
         )
 
 
@@ -274,7 +278,9 @@ def compute_token_maps(
         return value / norm[:, None]
 
     tokens = next(iter(captured_cls.values())).shape[1]
-    psi_cls = sum(finish(captured_cls[l], 1.0 / (parts * tokens)) for l in cls_layers)
+    psi_cls = finish(captured_cls[cls_layers[0]], 1.0 / (parts * tokens))
+    for l in cls_layers[1:]:  # summed in layer order, as always (float sums depend on the order)
+        psi_cls = psi_cls + finish(captured_cls[l], 1.0 / (parts * tokens))
     psi_comp = None if comp is None else finish(captured_comp[comp], (2 * comp + 3) / parts)
     return TokenMaps(
         psi_cls=_to_grid(psi_cls[:, 1:]),

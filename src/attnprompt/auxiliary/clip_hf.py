@@ -10,7 +10,6 @@ from PIL import Image
 from ..errors import AttnPromptError
 from ..geometry import SquareResize, mean_color
 from .devices import dtype_kwargs
-from .dispatch import register_backend
 from .hub import load_from_hub_or_dir
 from .protocol import ClipAuxiliary, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
@@ -141,7 +140,6 @@ def _load_image_processor(source: str, **kw: Any) -> Any:
         return AutoImageProcessor.from_pretrained(source, use_fast=False, **kw)
 
 
-@register_backend("hf")
 def load_hf_clip(model: str, *, device: torch.device, dtype: torch.dtype, **_: Any) -> HFClip:
     """Load ``CLIPModel`` + tokenizer + image processor from a hub id or a local folder."""
     from transformers import AutoConfig, AutoTokenizer, CLIPModel

@@ -21,12 +21,12 @@ from torch import nn
 
 from ..errors import AttnPromptError, first_line
 from ..geometry import SquareResize, mean_color
-from .dispatch import DEFAULT_MODEL, register_backend
+from ..config import DEFAULT_MODEL
 from .hub import hub_offline, offline_unless_hub_reachable, open_clip_message
 from .protocol import ClipAuxiliary, warn_truncated
 from .clip_common import AttentionWeights, ClipTower, Readout
 
-__all__ = ["OpenClip", "load_open_clip", "is_open_clip_name"]
+__all__ = ["OpenClip", "load_open_clip", "is_open_clip_name", "is_fused_attention"]
 
 def _import_open_clip() -> Any:
     try:
@@ -161,6 +161,27 @@ class OpenClip(ClipAuxiliary):
         return self.model.encode_text(tokens.to(self.device), normalize=False)
 
 
+def is_fused_attention(module: object) -> bool:
+    """Whether ``module`` is attention with fused q/k/v projections, recognised by what it holds.
+
+    open_clip's ViT used ``nn.MultiheadAttention``; its development branch has its own attention
+    class with the same ``in_proj_weight`` ``[3D, D]``, ``in_proj_bias`` (``[3D]`` or ``None``),
+    ``out_proj`` (a linear layer) and ``num_heads``. Only those are read, so either works.
+    """
+    weight = getattr(module, "in_proj_weight", None)
+    out_proj = getattr(module, "out_proj", None)
+    heads = getattr(module, "num_heads", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[0] != 3 * weight.shape[1]:
+        return False
+    if not hasattr(module, "in_proj_bias"):
+        return False
+    bias = getattr(module, "in_proj_bias", None)
+    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],)):
+        return False
+    return (isinstance(getattr(out_proj, "weight", None), torch.Tensor) and isinstance(heads, int) and heads > 0
+            and weight.shape[1] % heads == 0)
+
+
 def _check_vit(name: str, visual: nn.Module) -> None:
     transformer = getattr(visual, "transformer", None)
     blocks = getattr(transformer, "resblocks", None)
@@ -168,7 +189,7 @@ def _check_vit(name: str, visual: nn.Module) -> None:
         blocks is not None
         and getattr(visual, "attn_pool", None) is None
         and getattr(visual, "pool_type", "tok") == "tok"
-        and all(isinstance(getattr(b, "attn", None), nn.MultiheadAttention) for b in blocks)
+        and all(is_fused_attention(getattr(b, "attn", None)) for b in blocks)
     )
     if not ok:
         raise AttnPromptError(
@@ -200,7 +221,6 @@ def _register_config(open_clip: Any, config_path: str | os.PathLike[str], name: 
     return name
 
 
-@register_backend("open_clip")
 def load_open_clip(
     model: str,
     *,

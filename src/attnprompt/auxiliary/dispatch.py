@@ -1,36 +1,56 @@
 """Which backend loads a model: the registry of loaders and :func:`load_auxiliary`.
 
-A loader registers itself with :func:`register_backend`.
+:data:`BACKENDS` maps a backend name to its loader, ``loader(model, *, device, dtype,
+**options) -> Auxiliary``: the built-in ``hf``, ``open_clip`` and ``lvlm`` (imported on first
+use), then loaders added at run time with :func:`register_backend`, then those of installed
+packages in the ``attnprompt.auxiliaries`` entry-point group.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from ..errors import AttnPromptError
 from .devices import resolve_device, resolve_dtype
-from .hub import load_from_hub_or_dir, looks_like_path, shipped_model
-from .protocol import Auxiliary, ClipAuxiliary
+from ..config import DEFAULT_MODEL
+from .hub import load_from_hub_or_dir, looks_like_path, shipped_model, substitute_model
+from .families import FAMILIES, family_for
+from .protocol import Auxiliary
+from .registry import Registry
 
-__all__ = ["DEFAULT_MODEL", "BACKENDS", "register_backend", "load_auxiliary"]
+__all__ = ["DEFAULT_MODEL", "BACKENDS", "ENTRY_POINT_GROUP", "register_backend", "load_auxiliary"]
 
-from ..config import DEFAULT_MODEL  # noqa: E402  (defined with the other defaults; exported here too)
+Loader = Callable[..., Auxiliary]
 
-Loader = Callable[..., "ClipAuxiliary"]
-BACKENDS: dict[str, Loader] = {}
+#: Entry-point group through which installed packages add backends (name: the backend name).
+ENTRY_POINT_GROUP = "attnprompt.auxiliaries"
+
+#: Backend name -> loader; the built-in ones are imported only when used.
+BACKENDS: Registry[Loader] = Registry("backend", ENTRY_POINT_GROUP, {
+    "hf": "attnprompt.auxiliary.clip_hf:load_hf_clip",
+    "open_clip": "attnprompt.auxiliary.clip_openclip:load_open_clip",
+    "lvlm": "attnprompt.auxiliary.lvlm:load_lvlm",
+})
+_BUILT_IN = ("hf", "open_clip", "lvlm")
 
 
 def register_backend(name: str) -> Callable[[Loader], Loader]:
-    """Decorator: register ``loader(model, *, device, dtype, **options)`` under ``name``."""
+    """Decorator: register ``loader(model, *, device, dtype, **options)`` under ``name``.
+
+    ``Prompter(model, backend=name)``, ``load_auxiliary(..., backend=name)`` and the CLI's
+    ``--backend name`` then load through it; ``options`` are ``pretrained`` and ``model_config``
+    when given.
+    """
 
     def wrap(loader: Loader) -> Loader:
-        BACKENDS[name] = loader
+        BACKENDS.register(name, loader)
         return loader
 
     return wrap
+
 
 def load_auxiliary(
     model: str = DEFAULT_MODEL,
@@ -49,16 +69,17 @@ def load_auxiliary(
     ``pretrained`` or ``model_config`` is given, for ``hf-hub:`` ids and for open_clip
     architecture names (``ViT-B-16``), and transformers otherwise (hub ids, local folders).
     """
-    # Backends register on import; importing here keeps optional dependencies optional.
-    from . import clip_hf, clip_openclip, lvlm  # noqa: F401
-
     if kind not in ("auto", "clip", "lvlm"):
         raise AttnPromptError(f"unknown auxiliary kind {kind!r}; choose auto, clip or lvlm")
+    model, pretrained, model_config = substitute_model(model, pretrained, None if model_config is None else str(model_config))
     model = shipped_model(model) or model
     name = _guess_backend(model, pretrained, model_config) if backend == "auto" else backend
-    if name not in ("hf", "open_clip"):
-        raise AttnPromptError(f"unknown backend {backend!r}; choose one of auto, hf, open_clip")
+    if name == "lvlm" or name not in BACKENDS:
+        choices = ["auto", *(n for n in BACKENDS.names() if n != "lvlm")]
+        raise AttnPromptError(f"unknown backend {backend!r}; choose one of {', '.join(choices)}")
     options = dict(device=resolve_device(device), dtype=resolve_dtype(dtype))
+    if name not in _BUILT_IN:
+        return _load_registered(name, model, kind, pretrained, model_config, options)
     if name == "open_clip":
         if kind == "lvlm":
             raise AttnPromptError("open_clip models are CLIPs; the LVLM kind needs a transformers model")
@@ -73,14 +94,26 @@ def load_auxiliary(
         if kind == "lvlm":
             raise AttnPromptError(f"{model!r} is a CLIP model, not a vision-language model; use the clip kind")
         return BACKENDS["hf"](model, **options)
-    if model_type in lvlm.FAMILIES:
+    if family_for(model_type) is not None:
         if kind == "clip":
             raise AttnPromptError(f"{model!r} is a {model_type!r} vision-language model, not a CLIP; use the lvlm kind")
         return BACKENDS["lvlm"](model, config=config, **options)
     raise AttnPromptError(
         f"{model!r} is a {model_type!r} model, not a ViT CLIP (transformers CLIPModel) or a supported "
-        f"vision-language model ({', '.join(sorted(lvlm.FAMILIES))})"
+        f"vision-language model ({', '.join(sorted(FAMILIES.names()))})"
     )
+
+
+def _load_registered(name: str, model: str, kind: str, pretrained: str | None,
+                     model_config: str | os.PathLike[str] | None, options: dict[str, Any]) -> Auxiliary:
+    """A backend added with :func:`register_backend` or an entry point; it must give an Auxiliary."""
+    extra = {k: v for k, v in (("pretrained", pretrained), ("model_config", model_config)) if v}
+    auxiliary = BACKENDS[name](model, **extra, **options)
+    if not isinstance(auxiliary, Auxiliary):
+        raise AttnPromptError(f"backend {name!r} returned {type(auxiliary).__name__}, not an attnprompt Auxiliary")
+    if kind != "auto" and auxiliary.kind != kind:
+        raise AttnPromptError(f"backend {name!r} loads {auxiliary.kind} models, not {kind}")
+    return auxiliary
 
 
 def _guess_backend(model: str, pretrained: str | None, model_config: object) -> str:

@@ -9,6 +9,7 @@ model library.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -17,9 +18,52 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ..errors import AttnPromptError, first_line
+from .folder_check import check_model_folder
 
-__all__ = ["SHIPPED_MODELS_DIR", "shipped_model", "looks_like_path", "hub_offline", "load_from_hub_or_dir",
-           "hub_reachable", "offline_unless_hub_reachable", "not_cached_message", "open_clip_message", "fail_fast_if_unavailable"]
+__all__ = ["MODEL_MAP_ENV", "model_map", "substitute_model", "SHIPPED_MODELS_DIR", "shipped_model", "looks_like_path",
+           "hub_offline", "load_from_hub_or_dir", "hub_reachable", "offline_unless_hub_reachable", "not_cached_message",
+           "open_clip_message", "fail_fast_if_unavailable"]
+
+
+#: Environment variable holding the model map: a JSON object, or the path of a JSON file.
+MODEL_MAP_ENV = "ATTNPROMPT_MODEL_MAP"
+
+
+def model_map() -> dict[str, dict[str, str | None]]:
+    """The model substitutions of ``$ATTNPROMPT_MODEL_MAP`` (empty when unset).
+
+    The map sends a model name (a hub id, an open_clip architecture) to another model, for
+    machines without the hub: ``{"openai/clip-vit-large-patch14-336": "shapes-clip"}``; a value
+    may also be an object with ``model``, ``pretrained`` and ``model_config`` (``""`` or ``null``:
+    none), for open_clip models. :func:`attnprompt.tiny.offline_model_map` builds one whose
+    targets are tiny local models; the README's snippets are tested through it.
+    """
+    raw = os.environ.get(MODEL_MAP_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        text = raw if raw.startswith("{") else Path(raw).expanduser().read_text(encoding="utf-8")
+        table = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise AttnPromptError(f"{MODEL_MAP_ENV}: not a JSON object or a readable JSON file ({first_line(exc)})") from None
+    if not isinstance(table, dict):
+        raise AttnPromptError(f"{MODEL_MAP_ENV}: expected a JSON object of model name -> model")
+    out: dict[str, dict[str, str | None]] = {}
+    for name, value in table.items():
+        entry = {"model": value} if isinstance(value, str) else value
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            raise AttnPromptError(f"{MODEL_MAP_ENV}: the entry for {name!r} needs a model name")
+        out[str(name)] = {k: (str(v) if v else None) for k, v in entry.items() if k in ("model", "pretrained", "model_config")}
+    return out
+
+
+def substitute_model(model: str, pretrained: str | None, model_config: str | None) -> tuple[str, str | None, str | None]:
+    """``(model, pretrained, model_config)`` after the model map (unchanged for unmapped names)."""
+    entry = model_map().get(model)
+    if entry is None:
+        return model, pretrained, model_config
+    return (entry["model"] or model, entry.get("pretrained", pretrained) if "pretrained" in entry else pretrained,
+            entry.get("model_config") if "model_config" in entry else model_config)
 
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "shapes" / "models"
@@ -61,10 +105,17 @@ def load_from_hub_or_dir(load: Callable[..., Any], name: str, what: str, **kwarg
             raise AttnPromptError(f"model path {name!r} does not exist")
         if not path.is_dir():
             raise AttnPromptError(f"model path {name!r} is not a folder (a Hugging Face model folder has config.json)")
+        check_model_folder(path)
         try:
             return load(str(path), **kwargs)
-        except (OSError, ValueError) as exc:
-            raise AttnPromptError(f"cannot load {what} from {name!r}: {first_line(exc)}") from None
+        except AttnPromptError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a local folder is user input: any loader failure is one line
+            files = ", ".join(sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth")))
+            pickled = "weights_only" in str(exc).lower() or "unpickl" in type(exc).__name__.lower()
+            hint = f" (pickle checkpoint {files}: only weights_only-safe files are loaded)" if files and pickled else ""
+            raise AttnPromptError(
+                f"cannot load {what} from {name!r}{hint}: {type(exc).__name__}: {first_line(exc)}") from None
     try:
         return load(name, local_files_only=True, **kwargs)
     except (OSError, ValueError):

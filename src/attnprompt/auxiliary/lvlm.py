@@ -6,13 +6,11 @@ tokens is recorded (:mod:`attnprompt.auxiliary.lvlm_capture`), averaged over the
 produced the answer (or only those that spell a highlighted part of it) and over the layers,
 and laid out on the image-token grid. Family specifics (where the grid's tokens are, how the
 processor transforms the image) live in one small file per family: ``lvlm_llava.py``,
-``lvlm_llava_next.py``, ``lvlm_qwen2_vl.py``.
+``lvlm_llava_next.py``, ``lvlm_qwen2_vl.py``, found through :mod:`attnprompt.auxiliary.families`.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -22,49 +20,13 @@ from ..config import AuxiliarySettings, MaskConfig, resolve_layer
 from ..errors import AttnPromptError, first_line
 from ..geometry import View, make_view, mean_color
 from .devices import dtype_kwargs
-from .dispatch import register_backend
+from .families import FAMILIES, Family, Grid, family_for, image_token_positions, register_family, require_image_tokens
 from .hub import load_from_hub_or_dir
 from .protocol import Auxiliary, MapBatch, check_queries
 from .lvlm_capture import AttentionCapture
 
-__all__ = ["Grid", "Family", "FAMILIES", "register_family", "LvlmAuxiliary", "default_layer", "load_lvlm"]
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Where one sample's map tokens are: ``rows * cols`` consecutive positions from ``start``."""
-
-    start: int
-    rows: int
-    cols: int
-
-    @property
-    def span(self) -> tuple[int, int]:
-        return self.start, self.start + self.rows * self.cols
-
-
-class Family(ABC):
-    """What differs between LVLM families: the image-token layout and the processor's geometry."""
-
-    model_types: tuple[str, ...] = ()
-    model_class: str = ""  # transformers class name
-
-    @abstractmethod
-    def grids(self, aux: "LvlmAuxiliary", inputs: dict[str, torch.Tensor]) -> list[Grid]:
-        """Per sample, the map tokens' positions and grid shape (from the processor's output)."""
-
-    def aligned_view(self, aux: "LvlmAuxiliary", image: Image.Image) -> View:
-        """The view under which the grid maps exactly onto the image (default: the whole image)."""
-        return make_view(image, "stretch")
-
-
-FAMILIES: dict[str, Family] = {}
-
-
-def register_family(family: Family) -> Family:
-    for model_type in family.model_types:
-        FAMILIES[model_type] = family
-    return family
+__all__ = ["Grid", "Family", "FAMILIES", "register_family", "LvlmAuxiliary", "default_layer", "load_lvlm",
+           "image_token_positions", "require_image_tokens"]
 
 
 def default_layer(num_layers: int) -> int:
@@ -73,19 +35,6 @@ def default_layer(num_layers: int) -> int:
     if num_layers in (32, 40):
         return 20
     return min(num_layers - 1, max(0, round(num_layers * 20 / 32)))
-
-
-def image_token_positions(input_ids: torch.Tensor, token_id: int) -> list[torch.Tensor]:
-    """Per row, the positions of ``token_id`` (an empty tensor when the row has none)."""
-    return [torch.nonzero(row == token_id).flatten() for row in input_ids]
-
-
-def require_image_tokens(positions: list[torch.Tensor], token: str) -> None:
-    for i, pos in enumerate(positions):
-        if pos.numel() == 0:
-            raise AttnPromptError(
-                f"prompt {i} has no image token ({token!r}): the chat template or prompt does not place the image"
-            )
 
 
 class LvlmAuxiliary(Auxiliary):
@@ -252,7 +201,6 @@ class LvlmAuxiliary(Auxiliary):
         return calls
 
 
-@register_backend("lvlm")
 def load_lvlm(model: str, *, config: Any = None, device: torch.device, dtype: torch.dtype, **_: Any) -> LvlmAuxiliary:
     """Load a supported vision-language model with its processor (hub id or local folder)."""
     import transformers
@@ -260,14 +208,10 @@ def load_lvlm(model: str, *, config: Any = None, device: torch.device, dtype: to
 
     if config is None:
         config = load_from_hub_or_dir(AutoConfig.from_pretrained, model, "config")
-    family = FAMILIES.get(getattr(config, "model_type", ""))
+    family = family_for(getattr(config, "model_type", ""))
     if family is None:
         raise AttnPromptError(f"{model!r} ({getattr(config, 'model_type', 'unknown')}) is not a supported vision-language model")
     cls = getattr(transformers, family.model_class)
     net = load_from_hub_or_dir(cls.from_pretrained, model, "model weights", **dtype_kwargs(dtype)).to(device).eval()
     processor = load_from_hub_or_dir(AutoProcessor.from_pretrained, model, "processor")
     return LvlmAuxiliary(model, net, processor, family, device, dtype)
-
-
-# Families register on import.
-from . import lvlm_llava, lvlm_llava_next, lvlm_qwen2_vl  # noqa: E402,F401

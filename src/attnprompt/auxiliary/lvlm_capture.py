@@ -56,18 +56,18 @@ class AttentionCapture:
     modules: dict[int, nn.Module]
     spans: Sequence[tuple[int, int]]
     reduction: str
-    records: dict[int, list[list[torch.Tensor]]] = field(default_factory=dict)
+    records: dict[int, list[torch.Tensor | list[torch.Tensor]]] = field(default_factory=dict)
     _saved: list[tuple[nn.Module, Any]] = field(default_factory=list)
 
     def __enter__(self) -> "AttentionCapture":
         _register()
         for index, module in self.modules.items():
             self.records[index] = []
-            original = module.config
+            original: Any = module.config
             private = copy.copy(original)
             private._attn_implementation_internal = CAPTURE_IMPLEMENTATION
             module.config = private
-            module._attnprompt_capture = (self, index, original._attn_implementation or "eager")
+            setattr(module, "_attnprompt_capture", (self, index, original._attn_implementation or "eager"))
             self._saved.append((module, original))
         return self
 
@@ -121,7 +121,7 @@ def _capture_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
                      attention_mask: torch.Tensor | None, **kwargs: Any) -> Any:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    capture, index, inner = module._attnprompt_capture
+    capture, index, inner = getattr(module, "_attnprompt_capture")
     with torch.no_grad():
         capture.record(index, module, query, key, attention_mask, kwargs.get("scaling"))
     implementation = ALL_ATTENTION_FUNCTIONS.get_interface(inner, _eager_for(module))

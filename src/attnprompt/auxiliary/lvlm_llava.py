@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..errors import AttnPromptError
 from ..geometry import View, make_view
-from .lvlm import Family, Grid, image_token_positions, register_family, require_image_tokens
+from .families import Family, Grid, image_token_positions, require_image_tokens
 
 
 def image_token_id(aux) -> int:  # type: ignore[no-untyped-def]
@@ -48,6 +48,3 @@ class Llava(Family):
 
         resize = hf_square_resize(getattr(aux.processor, "image_processor", None))
         return make_view(image, "aligned", aux.pad_color, resize=resize)
-
-
-register_family(Llava())

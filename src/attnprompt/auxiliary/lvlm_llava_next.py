@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import AttnPromptError
-from .lvlm import Family, Grid, image_token_positions, register_family, require_image_tokens
+from .families import Family, Grid, image_token_positions, require_image_tokens
 from .lvlm_llava import image_token_id
 
 
@@ -36,6 +36,3 @@ class LlavaNext(Family):
                 raise AttnPromptError("the base-image tokens are not contiguous; one image per prompt is supported")
             grids.append(Grid(start, side, side))
         return grids
-
-
-register_family(LlavaNext())

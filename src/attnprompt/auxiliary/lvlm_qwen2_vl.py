@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 
 from ..errors import AttnPromptError
-from .lvlm import Family, Grid, image_token_positions, register_family, require_image_tokens
+from .families import Family, Grid, image_token_positions, require_image_tokens
 from .lvlm_llava import image_token_id
 
 
 class Qwen2VL(Family):
-    model_types = ("qwen2_vl", "qwen2_5_vl")
+    model_types = ("qwen2_vl",)
     model_class = "Qwen2VLForConditionalGeneration"
 
     def grids(self, aux, inputs: dict[str, torch.Tensor]) -> list[Grid]:  # type: ignore[no-untyped-def]
@@ -37,7 +37,3 @@ class Qwen2VL(Family):
 class Qwen25VL(Qwen2VL):
     model_types = ("qwen2_5_vl",)
     model_class = "Qwen2_5_VLForConditionalGeneration"
-
-
-register_family(Qwen2VL())
-register_family(Qwen25VL())

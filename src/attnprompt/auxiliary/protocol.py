@@ -22,6 +22,7 @@ from PIL import Image
 from .. import maps as mapmath
 from ..config import AuxiliarySettings, MaskConfig, resolve_layer
 from ..errors import AttnPromptError
+from ..files.names import unicode_problem
 from ..geometry import SquareResize, View, make_tiled_view, make_view, resolve_geometry
 from .clip_common import ClipTower, TokenMaps, compute_token_maps
 
@@ -40,6 +41,9 @@ def check_queries(queries: Sequence[str], count: int) -> list[str]:
             raise AttnPromptError(f"query {i} is not a string: {q!r}")
         if not q.strip():
             raise AttnPromptError(f"query {i} is empty: give a question or instruction about the image")
+        problem = unicode_problem(q)
+        if problem:  # tokenizers raise a TypeError on these, outside every per-row error
+            raise AttnPromptError(f"query {i} is {problem}")
     return out
 
 

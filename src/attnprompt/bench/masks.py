@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import AttnPromptError
-from ..files import ManifestRow, read_jsonl_tolerant
+from ..files import ManifestRow, confined_path, read_jsonl_tolerant, unicode_problem
+from ..targets.cache import model_identity
 
 __all__ = ["MaskCounts", "auxiliary_identity", "file_digest", "mask_key", "make_masks"]
 
@@ -61,10 +62,14 @@ def auxiliary_identity(prompter: Any) -> dict[str, Any]:
     """What identifies the auxiliary behind a :class:`~attnprompt.Prompter`: its class, its model
     (hub id, or the folder it was loaded from), dtype and kind, and the mask settings."""
     aux = prompter.auxiliary
+    device = getattr(aux, "device", None)
     return {
         "class": type(aux).__name__,
-        "model": str(getattr(aux, "name", "") or ""),
+        # a local folder by its real path and its weight files' sizes and times: two folders named
+        # alike, or a model retrained in place, are different auxiliaries
+        "model": model_identity(str(getattr(aux, "name", "") or "")),
         "dtype": str(getattr(aux, "dtype", "")),
+        "device": str(getattr(device, "type", device)),  # cpu and cuda kernels differ in the last bits
         "kind": str(getattr(prompter, "kind", "")),
         "config": prompter.config.to_dict(),
     }
@@ -109,15 +114,24 @@ def make_masks(
     rows: dict[str, ManifestRow] = {}
     for (image, query), key in zip(wanted, keys):
         if isinstance(key, str) and key not in rows:
-            rows[key] = ManifestRow(id=key, image=image, question=query, line=len(rows) + 1)
+            # checked here so the error names the image, not the query's place in a batch
+            problem = "empty" if not query.strip() else unicode_problem(query)
+            rows[key] = ManifestRow(id=key, image=image, question=query, line=len(rows) + 1,
+                                    error=f"the question about {image} is {problem}" if problem else None)
     summary = run_manifest(prompter, list(rows.values()), root, batch_size=batch_size, progress=progress)
     made: dict[str, str | Exception] = {}
     for rec in read_jsonl_tolerant(root / OUTPUT_MANIFEST):
         rid = str(rec.get("id"))
         if rid not in rows:
             continue
-        if rec.get("status") == "ok" and rec.get("output") and (root / str(rec["output"])).is_file():
-            made[rid] = str(root / str(rec["output"]))
+        if rec.get("status") == "ok" and rec.get("output"):
+            try:  # a shared --masks-dir is input: its manifest must not point anywhere else
+                path = confined_path(root, rec["output"])
+            except AttnPromptError as exc:
+                made[rid] = exc
+                continue
+            if path.is_file():
+                made[rid] = str(path)
         elif not isinstance(made.get(rid), str):
             made[rid] = AttnPromptError(str(rec.get("error") or "annotation failed"))
     out: list[str | Exception] = []

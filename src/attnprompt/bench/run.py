@@ -29,12 +29,13 @@ from typing import Any, Mapping, Protocol, Sequence
 from PIL import Image
 
 from ..errors import ROW_ERRORS, AttnPromptError
-from ..files import append_jsonl, atomic_write_text, load_image, read_jsonl_tolerant, safe_stem
+from ..files import JSONError, append_jsonl, atomic_write_text, load_image, load_json, read_jsonl_tolerant, safe_stem
 from ..progress import progress_bar
 from ..styles import STYLES
 from .benchmarks import BENCHMARKS, load_data
 from .conditions import Condition, get_conditions
 from .items import Item, Score
+from .keys import FileDigests, answer_key, target_identity
 from .masks import MaskCounts, make_masks
 from .metrics import category_name, headline_name, official_metrics
 from .presets import benchmark_preset
@@ -74,8 +75,10 @@ def _check_run(out: Path, settings: dict[str, Any]) -> None:
     path = out / "run.json"
     if path.exists():
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            old = load_json(path.read_bytes())
+        except (OSError, JSONError):
+            old = {}
+        if not isinstance(old, dict):
             old = {}
         for key in ("benchmark", "target", "limit", "preset"):
             if key in old and old[key] != settings[key]:
@@ -96,11 +99,35 @@ def _answer_condition(
     *,
     chunk: int,
     progress: bool,
+    identity: Mapping[str, Any] | None = None,
+    digests: FileDigests | None = None,
     multi: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Answer every item not yet in ``path``; returns ``{id: record}`` for all items in the file."""
+    """Answer every item without a current answer in ``path``; returns ``{id: record}`` of the answered.
+
+    An answer is current when its ``key`` (:func:`attnprompt.bench.keys.answer_key`: target
+    identity, condition, prompt, the sent image's bytes) is the one this run would make; any
+    other record is stale, is answered again and leaves the file (rewritten atomically).
+    """
+    ident = dict(identity) if identity is not None else target_identity(target)
+    digests = digests or FileDigests()
+    keys: dict[str, str] = {}
+    prompts: dict[str, str | Exception] = {}
+    for it in items:
+        sources = images.get(it.id) or _sources(it, multi)
+        if previous is not None and it.id not in previous:
+            prompts[it.id] = AttnPromptError("no answer under 'original' to reflect on")
+            continue
+        prompts[it.id] = prompt = condition.prompt(it.question, previous.get(it.id) if previous is not None else None)
+        found = [None if isinstance(src, Exception) else digests(str(src)) for src in sources]
+        if found and all(d is not None for d in found):  # else the item fails when loaded
+            keys[it.id] = answer_key(ident, condition.name, prompt, "+".join(str(d) for d in found))
     old = read_jsonl_tolerant(path) if path.exists() else []
-    done = {str(r["id"]): r for r in old if "id" in r and r.get("answer") is not None}
+    done = {str(r["id"]): r for r in old
+            if r.get("answer") is not None and "id" in r and keys.get(str(r["id"])) is not None
+            and r.get("key") == keys[str(r["id"])]}
+    if len(old) != len(done):  # stale, failed or repeated records: keep one current record per id
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in done.values()))
     todo = [it for it in items if it.id not in done]
     bar = progress_bar(len(todo), desc=f"answer {condition.name}", unit="q", enabled=progress)
     try:
@@ -110,14 +137,14 @@ def _answer_condition(
             for it in batch:
                 sources = images.get(it.id) or _sources(it, multi)
                 try:
+                    asked = prompts[it.id]
                     for source in sources:
                         if isinstance(source, Exception):
                             raise source
-                    if previous is not None and it.id not in previous:
-                        raise AttnPromptError("no answer under 'original' to reflect on")
-                    prompt = condition.prompt(it.question, previous.get(it.id) if previous is not None else None)
+                    if isinstance(asked, Exception):
+                        raise asked
                     loaded = [load_image(str(src)) for src in sources]
-                    ready.append((it, loaded if len(loaded) > 1 else loaded[0], prompt))
+                    ready.append((it, loaded if len(loaded) > 1 else loaded[0], asked))
                 except ROW_ERRORS as exc:
                     append_jsonl(path, {"id": it.id, "condition": condition.name, "answer": None, "error": str(exc)})
                     bar.update(1)
@@ -128,7 +155,8 @@ def _answer_condition(
             else:
                 extras = [{"answer": text} for text in target.answer([im for _, im, _ in ready], [p for _, _, p in ready])]
             for (it, _, prompt), extra in zip(ready, extras):
-                rec = {"id": it.id, "condition": condition.name, "prompt": prompt, **extra, "error": None}
+                rec = {"id": it.id, "condition": condition.name, "prompt": prompt, **extra, "error": None,
+                       "key": keys.get(it.id)}
                 append_jsonl(path, rec)
                 done[it.id] = rec
             bar.update(len(ready))
@@ -186,6 +214,8 @@ def evaluate(
     n_boot: int = 2000,
     seed: int = 0,
     progress: bool = True,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """Run ``conditions`` of ``benchmark`` on ``target`` and write the run folder (see the module doc).
 
@@ -195,11 +225,19 @@ def evaluate(
     (:mod:`attnprompt.bench.presets`, extended by the preset files in ``presets_dir``). ``data`` is the release folder or ``hf:ID[@split]``
     (:func:`~attnprompt.bench.datasets.load_data`); ``items`` skips reading it (already read, as
     the command line does before loading any model). Returns the content of ``scores.json``.
+    ``device`` / ``dtype`` are those of auxiliaries given by name.
+
+    A rerun into the same ``out`` keeps only the answers that the current settings would
+    produce (see :mod:`attnprompt.bench.keys`) and asks again for the rest.
     """
     from ..prompter import Prompter
 
     if benchmark not in BENCHMARKS:
         raise AttnPromptError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    if batch_size < 1:
+        raise AttnPromptError(f"batch size must be at least 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise AttnPromptError(f"limit must be at least 1, got {limit}")
     conds = get_conditions(conditions if isinstance(conditions, str) else list(conditions))
     kind = BENCHMARKS[benchmark].scorer
     if kind.endswith("-judge") and judge is None:
@@ -215,8 +253,11 @@ def evaluate(
     if not items:
         raise AttnPromptError(f"{benchmark}: no items to evaluate in {data}")
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "answers").mkdir(exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "answers").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise AttnPromptError(f"cannot use {root} as the run folder: {exc.strerror or exc}") from None
     names = [c.name for c in conds]
     _check_run(root, {"benchmark": benchmark, "data": str(data), "target": target.name, "conditions": names,
                       "limit": limit, "preset": preset,
@@ -233,7 +274,8 @@ def evaluate(
         if isinstance(aux, Prompter):
             prompter, source = aux, "the settings of the Prompter given"
         else:
-            prompter, source = Prompter(str(aux), kind=m, preset=chosen[m][0]), chosen[m][1]
+            prompter, source = Prompter(str(aux), kind=m, preset=chosen[m][0], device=device,
+                                         dtype=dtype), chosen[m][1]
         used_presets[m] = {"settings": prompter.config.to_dict(), "source": source}
         # one set of prompt images per distinct mask setting (api-clip, api-clip:blur, ...), all in
         # one content-addressed store: a setting already made (by another condition, benchmark or
@@ -260,6 +302,7 @@ def evaluate(
             counts.add(m, computed, reused + ok * (uses - 1), len(made) - ok)
 
     records: dict[str, dict[str, dict[str, Any]]] = {}
+    identity, digests = target_identity(target), FileDigests()
     order = ([get_conditions("original")[0]] if any(c.reflects for c in conds) and "original" not in names else []) + [
         c for c in conds if c.name == "original"] + [c for c in conds if c.name != "original"]
     for c in order:
@@ -269,7 +312,8 @@ def evaluate(
         records[c.name] = _answer_condition(c, items, target, images[(c.mask, c.settings) if c.mask else None],
                                             previous,
                                             root / "answers" / f"{safe_stem(c.name)}.jsonl",
-                                            chunk=max(1, batch_size) * 4, progress=progress, multi=multi)
+                                            chunk=max(1, batch_size) * 4, progress=progress, multi=multi,
+                                            identity=identity, digests=digests)
 
     result: dict[str, Any] = {"benchmark": benchmark, "target": target.name, "n_items": len(items),
                               "metric": headline_name(kind), "category_metric": category_name(kind),
@@ -357,7 +401,7 @@ def _rows(results: Sequence[Mapping[str, Any]], official: bool = False) -> tuple
              for b in benchmarks}
     header = ["target", "condition"]
     for b in benchmarks:
-        header += [f"{b} {headline_name(_kind(b))}", f"{b} diff [95% CI]", f"{b} changed"]
+        header += [f"{b} {headline_name(_kind(b))}", f"{b} diff [95% CI]", f"{b} changed", f"{b} answered"]
         header += [f"{b}:{c}" for c in cats[b]] + [f"{b} | {m}" for m in names[b][1:]]
     table: dict[tuple[str, str], dict[str, str]] = {}
     for r in results:
@@ -369,6 +413,9 @@ def _rows(results: Sequence[Mapping[str, Any]], official: bool = False) -> tuple
             row[f"{b} diff [95% CI]"] = (f"{cmp['diff']:+.2f} [{cmp['ci'][0]:+.2f}, {cmp['ci'][1]:+.2f}]"
                                          if cmp else "baseline")
             row[f"{b} changed"] = str(cmp["changed"]) if cmp else ""
+            # failed items are left out of the score: the table must show how many
+            answered = cond.get("answered")
+            row[f"{b} answered"] = "" if answered is None else f"{answered}/{answered + cond.get('errors', 0)}"
             for c in cats[b]:
                 v = cond["per_category"].get(c)
                 row[f"{b}:{c}"] = "" if v is None else f"{v:.2f}"
@@ -432,7 +479,32 @@ def read_results(folders: Sequence[str | os.PathLike[str]]) -> list[dict[str, An
         if not path.is_file():
             raise AttnPromptError(f"{f} has no scores.json: is it an `attnprompt eval` output folder?")
         try:
-            out.append(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as exc:
-            raise AttnPromptError(f"{path} is not valid JSON: {exc}") from None
+            result = load_json(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise AttnPromptError(f"cannot read {path}: {exc.strerror or exc}") from None
+        problem = _results_problem(result)
+        if problem:
+            raise AttnPromptError(f"{path} is not the scores.json of an `attnprompt eval` run: {problem}")
+        out.append(result)
     return out
+
+
+def _results_problem(result: Any) -> str | None:
+    """What is missing from a ``scores.json`` for the table, or ``None``."""
+    if not isinstance(result, dict):
+        return f"expected a JSON object, got {type(result).__name__}"
+    for key, kind in (("benchmark", str), ("target", str), ("conditions", dict), ("comparisons", dict)):
+        if not isinstance(result.get(key), kind):
+            return f"{key!r} missing or not a {kind.__name__}"
+    for name, cond in result["conditions"].items():
+        if not isinstance(cond, dict) or not isinstance(cond.get("overall"), (int, float)) \
+                or not isinstance(cond.get("per_category", {}), dict) \
+                or not all(isinstance(v, (int, float)) for v in cond.get("per_category", {}).values()):
+            return f"condition {name!r} lacks a numeric 'overall' or numeric 'per_category' scores"
+        if not isinstance(cond.get("answered", 0), int) or not isinstance(cond.get("errors", 0), int):
+            return f"condition {name!r}: 'answered' and 'errors' must be integers"
+    for name, cmp in result["comparisons"].items():
+        if not isinstance(cmp, dict) or not isinstance(cmp.get("diff"), (int, float)) \
+                or not isinstance(cmp.get("ci"), list) or len(cmp["ci"]) != 2:
+            return f"comparison {name!r} lacks 'diff' and a two-value 'ci'"
+    return None

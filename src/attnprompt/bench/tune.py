@@ -322,7 +322,8 @@ def tune(
         else:
             say(f"[{index}/{total}] {setting.name} ...")
             result = evaluate(benchmark, data, target, ["original", condition], root / "settings" / key,
-                              **{kind: prompter}, masks_dir=root / "masks", judge=judge, limit=limit,
+                              clip=prompter if kind == "clip" else None, lvlm=prompter if kind == "lvlm" else None,
+                              masks_dir=root / "masks", judge=judge, limit=limit,
                               data_options=data_options, batch_size=batch_size, n_boot=n_boot, seed=seed,
                               progress=progress)
             row = _summary(setting, key, result, condition, kinds, n_boot, seed)
@@ -517,8 +518,8 @@ def _page(root: Path, document: Mapping[str, Any], panels: Sequence[str], items:
         for n, it in enumerate(items):
             src = folder / f"{n}.png"
             try:
-                with Image.open(it.image) as im:
-                    im = im.convert("RGB")
+                with Image.open(it.image) as opened:
+                    im = opened.convert("RGB")
                     im.thumbnail((320, 320))
                     im.save(src)
             except OSError:

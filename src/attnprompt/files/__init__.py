@@ -7,8 +7,9 @@ traceback, a half-written output, or a job that dies on row 9,000 of 10,000.
 
 from .durable import append_jsonl, atomic_save_image, atomic_write_bytes, atomic_write_text, read_jsonl_tolerant
 from .images import MAX_PIXELS, ImageLoadError, load_image
+from .jsondata import JSONError, json_line, load_json
 from .manifests import ManifestRow, read_manifest
-from .names import safe_stem
+from .names import confined_path, safe_stem, unicode_problem
 
 __all__ = [
     "MAX_PIXELS",
@@ -22,4 +23,9 @@ __all__ = [
     "atomic_save_image",
     "append_jsonl",
     "read_jsonl_tolerant",
+    "JSONError",
+    "load_json",
+    "json_line",
+    "unicode_problem",
+    "confined_path",
 ]

@@ -14,7 +14,6 @@ never takes a torn line for a record, and the next append never glues a record o
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 import tempfile
@@ -24,6 +23,7 @@ from typing import IO, Any, Callable
 from PIL import Image
 
 from ..errors import AttnPromptError, one_line
+from .jsondata import JSONError, json_line, load_json
 from .names import StrPath
 
 __all__ = [
@@ -100,7 +100,7 @@ def _fsync_dir(directory: str) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: StrPath, write: Callable[[IO[bytes]], None]) -> None:
+def _atomic_write(path: StrPath, write: Callable[[IO[bytes]], object]) -> None:
     target = os.fsdecode(os.fspath(path))
     directory = os.path.dirname(os.path.abspath(target))
     try:
@@ -210,11 +210,9 @@ def _last_line(handle: IO[bytes], size: int) -> tuple[int, bytes]:
 def _parse_record(raw: bytes) -> dict[str, Any] | str:
     """The record on this line, or the reason it is not one."""
     try:
-        value = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return "not valid UTF-8"
-    except json.JSONDecodeError as exc:
-        return f"invalid JSON ({exc.msg} at column {exc.colno})"
+        value = load_json(raw)
+    except JSONError as exc:
+        return exc.reason
     return value if isinstance(value, dict) else f"expected a JSON object, got {json_type(value)}"
 
 
@@ -273,7 +271,7 @@ def append_jsonl(path: StrPath, record: dict[str, Any]) -> None:
     if not isinstance(record, dict):
         raise TypeError(f"record must be a dict, got {type(record).__name__}")
     # No indent, so the line holds no raw newline (newlines in strings are escaped).
-    append_line(path, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+    append_line(path, json_line(record).encode("utf-8"))  # json_line: lone surrogates as escapes
 
 
 def read_jsonl_tolerant(path: StrPath) -> list[dict[str, Any]]:

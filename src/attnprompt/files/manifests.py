@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 
 from ..errors import AttnPromptError, one_line
 from .durable import json_type, read_bytes
-from .names import StrPath
+from .jsondata import JSONError, load_json
+from .names import StrPath, unicode_problem
 
 __all__ = ["ManifestRow", "read_manifest"]
 
@@ -79,6 +79,8 @@ def _row_from_object(obj: Any, base: str, line: int) -> ManifestRow:
             problems.append(f"'image' must be a string, got {json_type(raw_image)}")
         elif not raw_image:
             problems.append("empty 'image'")
+        elif unicode_problem(raw_image):
+            problems.append(f"'image' is {unicode_problem(raw_image)}")
         else:
             image = _resolve_image(base, raw_image)
 
@@ -87,6 +89,11 @@ def _row_from_object(obj: Any, base: str, line: int) -> ManifestRow:
         raw_question = obj["question"]
         if isinstance(raw_question, str):
             question = raw_question
+            if not question.strip():
+                problems.append("empty 'question'")
+            elif unicode_problem(question):
+                # A tokenizer would fail on it outside the per-row errors and lose the batch.
+                problems.append(f"'question' is {unicode_problem(question)}")
         else:
             problems.append(f"'question' must be a string, got {json_type(raw_question)}")
 
@@ -108,12 +115,9 @@ def _read_jsonl_manifest(data: bytes, shown: str, base: str) -> list[ManifestRow
             )
         first = False
         try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            rows.append(ManifestRow("", "", "", number, "not valid UTF-8"))
-            continue
-        except json.JSONDecodeError as exc:
-            rows.append(ManifestRow("", "", "", number, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+            obj = load_json(raw)
+        except JSONError as exc:
+            rows.append(ManifestRow("", "", "", number, exc.reason))
             continue
         rows.append(_row_from_object(obj, base, number))
     return rows

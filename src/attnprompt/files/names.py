@@ -1,13 +1,17 @@
-"""Names on disk: path types and file-name-safe stems made from untrusted ids."""
+"""Names on disk: path types, file-name-safe stems made from untrusted ids, paths confined to
+the folder that names them, and the check that text has a UTF-8 form at all."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+from pathlib import Path
 from typing import Union
 
-__all__ = ["StrPath", "safe_stem"]
+from ..errors import AttnPromptError
+
+__all__ = ["StrPath", "safe_stem", "unicode_problem", "confined_path"]
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -45,3 +49,36 @@ def safe_stem(item_id: str, max_len: int = 80) -> str:
         return cleaned
     digest = hashlib.sha1(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LEN]
     return f"{cleaned[: max_len - _HASH_LEN - 1]}-{digest}"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 (a lone surrogate: a ``\\ud800`` JSON escape, or a
+    non-UTF-8 byte in a command-line argument), or ``None`` when it is fine."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (f"not valid Unicode: lone surrogate {ascii(found.group())} at character {found.start()} "
+            "(a non-UTF-8 byte or a broken \\u escape)")
+
+
+def confined_path(folder: StrPath, name: object) -> Path:
+    """``folder / name`` for a relative ``name`` read from a file inside ``folder``.
+
+    Run folders (a masks folder's manifest, a job's output manifest) name their own files; a
+    name that is absolute, climbs out with ``..`` or leaves through a symlink could point the
+    reader at any file on the machine, so it is refused.
+
+    Raises:
+        AttnPromptError: ``name`` is not a string or does not stay inside ``folder``.
+    """
+    shown = os.fsdecode(os.fspath(folder))
+    if not isinstance(name, str) or not name or "\0" in name or unicode_problem(name):
+        raise AttnPromptError(f"{shown}: bad file name {name!r:.80} in its manifest")
+    root = Path(folder).resolve()
+    path = (root / name).resolve()
+    if os.path.isabs(name) or (path != root and root not in path.parents):
+        raise AttnPromptError(f"{shown}: its manifest names {name!r:.80}, outside the folder; refused")
+    return path

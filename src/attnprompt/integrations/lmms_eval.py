@@ -241,6 +241,12 @@ def question_from_context(context: Any, strip: Iterable[str] = ()) -> str:
     return text or context.strip()
 
 
+def _content_parts(message: dict) -> list[dict]:
+    """The dict parts of a chat message's list content (none for plain-text content)."""
+    content = message.get("content")
+    return [p for p in content if isinstance(p, dict)] if isinstance(content, list) else []
+
+
 def _messages_text(messages: Any) -> str:
     parts = []
     for message in messages or ():
@@ -265,6 +271,7 @@ class _TaggedDoc(dict):
     """A doc (a plain dict copy) that knows which request it belongs to."""
 
     __slots__ = ("attnprompt_key",)
+    attnprompt_key: tuple[str, str, int]
 
     def __reduce__(self):  # pickles as the plain dict it wraps
         return dict, (dict(self),)
@@ -469,7 +476,7 @@ class AttnPromptLMM(_LMMS_BASE):
     def _build_prompter(self) -> Any:
         from ..prompter import Prompter
 
-        spec = dict(self._prompter_spec)
+        spec = dict(self._prompter_spec or {})
         return Prompter(spec.pop("model"), **{k: v for k, v in spec.items() if v is not None or k in ("layers",)})
 
     def _inner_device(self) -> str | None:
@@ -611,7 +618,7 @@ class AttnPromptLMM(_LMMS_BASE):
             if query:  # else (chat) the text of the doc's messages
                 self._queries[key] = query
         original = args[index]
-        slot = (kind, original, task, split)
+        slot: tuple[str, Any, Any, Any] | None = (kind, original, task, split)
         try:
             fn = fns.get(slot)
         except TypeError:  # an unhashable callable
@@ -701,7 +708,8 @@ class AttnPromptLMM(_LMMS_BASE):
                 self._warn_once("unknown-doc", "attnprompt: a model asked for the visuals of a doc outside the current "
                                 "requests; those images pass through without attention prompting")
             return list(images)
-        jobs, fps = [], []
+        jobs: list[tuple[Any, Any, Image.Image]] = []
+        fps: list[Any] = []
         for item in images:
             if isinstance(item, Image.Image):
                 fp = _fingerprint(item)
@@ -751,7 +759,7 @@ class AttnPromptLMM(_LMMS_BASE):
 
     def _prefetch(self) -> None:
         """Annotate the images of every doc in the current chunk, batched across docs."""
-        jobs = []
+        jobs: list[tuple[Any, Any, Image.Image]] = []
         done = set()
         for (task, split), items in self._pending.items():
             for key, kind, original in items:
@@ -766,13 +774,12 @@ class AttnPromptLMM(_LMMS_BASE):
                 if kind == "messages":
                     if isinstance(result, tuple):
                         result = result[0]
-                    visuals = [p.get("url") for m in (result or ()) if isinstance(m, dict)
-                               for p in (m.get("content") if isinstance(m.get("content"), list) else ())
-                               if isinstance(p, dict) and p.get("type") == "image"]
+                    visuals: list[Any] = [p.get("url") for m in (result or ()) if isinstance(m, dict)
+                                          for p in _content_parts(m) if p.get("type") == "image"]
                     if key not in self._queries:
                         self._queries[key] = self.query_for(_messages_text(result))
                 else:
-                    visuals = result if isinstance(result, (list, tuple)) else [result]
+                    visuals = list(result) if isinstance(result, (list, tuple)) else [result]
                 jobs.extend((key, _fingerprint(v), v) for v in visuals if isinstance(v, Image.Image))
         if jobs:
             self._annotate_into_cache(jobs)

@@ -168,12 +168,12 @@ class Annotator:
             out["answer"][i] = extras.get("answer")
             out["boxes"][i] = json.dumps(extras["boxes"]) if "boxes" in extras else None
             out["record_extras"][i] = json.dumps(extras)  # every record field the local job adds
-        result = {k: v for k, v in batch.items() if k != "image"}
-        result["id"] = _column(ids)  # read_images' rows are named by their path
-        result.update({k: _column(v) for k, v in out.items()})
+        columns = {k: v for k, v in batch.items() if k != "image"}
+        columns["id"] = _column(ids)  # read_images' rows are named by their path
+        columns.update({k: _column(v) for k, v in out.items()})
         if self.prompter.kind != "lvlm" and all(a is None for a in out["answer"]):
-            del result["answer"]
-        return result
+            del columns["answer"]
+        return columns
 
 
 def _column(values: list[Any]) -> np.ndarray:

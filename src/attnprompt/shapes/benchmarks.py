@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -31,6 +31,10 @@ from ..geometry import View
 from ..maps import postprocess_single_map
 from .metrics import CellLayout, cell_layout, centre_map, score_map, uniform_scores
 from .world import Scene, make_dataset
+
+if TYPE_CHECKING:
+    from ..auxiliary.lvlm import LvlmAuxiliary
+    from ..auxiliary.protocol import ClipAuxiliary
 
 __all__ = ["QUERY_KINDS", "localization", "clip_scores", "vqa", "geometry_table"]
 
@@ -174,7 +178,7 @@ def localization(
     if set(wanted) - set(GEOMETRY_MAPS) or not wanted:
         raise ValueError(f"geometry_maps must be some of {GEOMETRY_MAPS}, got {list(geometry_maps)}")
     prompter = Prompter(clip, kind="clip", device="cpu")  # its own default: the model folder's preset
-    aux = prompter.auxiliary
+    aux = cast("ClipAuxiliary", prompter.auxiliary)
     n_layers = aux.num_layers
     every = tuple(range(n_layers))
     result: dict[str, Any] = {"settings": {"clip": clip, "lvlm": lvlm, "n_scenes": n_scenes, "seed": seed,
@@ -210,7 +214,7 @@ def localization(
         lv = Prompter(lvlm, kind="lvlm", device="cpu")
         with torch.inference_mode():
             lanns = lv.annotate(images, texts, batch_size=batch_size)
-        score_all("lvlm attention", [a.attention for a in lanns])
+        score_all("lvlm attention", [a.attention for a in lanns if a.attention is not None])  # all: an LVLM's
         score_all("lvlm mask", [a.mask for a in lanns])
         # the official post-processing of the same attention (the answers do not depend on it)
         official = get_preset("official", kind="lvlm")
@@ -347,7 +351,7 @@ def vqa(
     items = [(s, q) for s in scenes for q in s.queries() if q.kind in kinds]
     texts = [q.text for _, q in items]
     truth = [q.answer for _, q in items]
-    target_model = load_auxiliary(target, kind="lvlm", device="cpu")
+    target_model = cast("LvlmAuxiliary", load_auxiliary(target, kind="lvlm", device="cpu"))
 
     def answers(images: list) -> list[str]:
         out: list[str] = []

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import AttnPromptError
-from ..io import atomic_save_image, atomic_write_text
+from ..files import atomic_save_image, atomic_write_text
 from .render import COLORS, SHAPES
 from .world import Scene, make_dataset, scene_seed
 

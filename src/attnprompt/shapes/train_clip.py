@@ -375,6 +375,12 @@ def train(cfg: TrainConfig, spec: TinyClipSpec | None = None, verbose: bool = Tr
 # --- quality probe --------------------------------------------------------------------------------
 
 
+def _psi_cls(annotation: Any) -> np.ndarray:
+    if annotation.psi_cls is None:  # a CLIP auxiliary always makes it
+        raise RuntimeError("the annotation has no psi_cls map")
+    return np.asarray(annotation.psi_cls)
+
+
 def pointing_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 12345,
                       kinds: Sequence[str] = ("color+shape", "color"), overlap: float = 0.5,
                       agnostic_query: str = "an object", batch_size: int = 64) -> dict[str, Any]:
@@ -405,8 +411,8 @@ def pointing_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 12
                 qkinds.append(q.kind)
                 scene_of.append(si)
     with torch.inference_mode():
-        maps = [a.psi_cls for a in prompter.annotate(images, queries, batch_size=batch_size)]
-        generic = [a.psi_cls for a in prompter.annotate([s.image for s in scenes], [agnostic_query] * len(scenes),
+        maps = [_psi_cls(a) for a in prompter.annotate(images, queries, batch_size=batch_size)]
+        generic = [_psi_cls(a) for a in prompter.annotate([s.image for s in scenes], [agnostic_query] * len(scenes),
                                                         batch_size=batch_size)]
     stats: dict[str, dict[str, float]] = {}
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ from .render import COLORS, SHAPES
 from .training import (LoopConfig, add_loop_arguments, config_from_args, parallel_map, replace_folder,
                        run_loop, train_and_probe)
 from .world import Query, Scene, make_dataset, make_scene, scene_seed
+
+if TYPE_CHECKING:
+    from ..auxiliary.lvlm import LvlmAuxiliary
 
 __all__ = [
     "TinyLlavaSpec",
@@ -123,15 +126,16 @@ def build_model(spec: TinyLlavaSpec, clip_dir: str, tokenizer: Any, seed: int = 
     from transformers import CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     clip = CLIPModel.from_pretrained(clip_dir)
-    vision = clip.config.vision_config
+    vision: Any = clip.config.vision_config
     grid = vision.image_size // vision.patch_size
     text = LlamaConfig(hidden_size=spec.hidden, intermediate_size=spec.intermediate, num_hidden_layers=spec.layers,
                        num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
                        vocab_size=len(tokenizer), max_position_embeddings=256,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    config = LlavaConfig(vision_config=vision, text_config=text,
-                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=grid * grid,
+    # image_token_id: transformers 5's name (image_token_index before), passed as the configs do
+    ids: dict[str, Any] = {"image_token_id": tokenizer.convert_tokens_to_ids("<image>")}
+    config = LlavaConfig(vision_config=vision, text_config=text, **ids, image_seq_length=grid * grid,
                          vision_feature_select_strategy="default", vision_feature_layer=-2,
                          projector_hidden_act="gelu")
     with seeded_init(seed):
@@ -316,7 +320,8 @@ def train(cfg: TrainConfig, spec: TinyLlavaSpec | None = None, verbose: bool = T
         init = _model_folder(cfg.init)
         saved = json.loads((Path(init) / "tiny_llava_spec.json").read_text())
         spec = TinyLlavaSpec(**{k: saved[k] for k in asdict(TinyLlavaSpec())})
-        model = LlavaForConditionalGeneration.from_pretrained(init).to(device)
+        model: Any = LlavaForConditionalGeneration.from_pretrained(init)
+        model = model.to(device)
         processor = AutoProcessor.from_pretrained(init)
     else:
         spec = spec or TinyLlavaSpec()
@@ -392,7 +397,7 @@ def answer_accuracy(model_dir: str | Path, n_scenes: int = 200, seed: int = 4242
     """
     from ..auxiliary.dispatch import load_auxiliary
 
-    aux = load_auxiliary(str(model_dir), kind="lvlm", device="cpu")
+    aux = cast("LvlmAuxiliary", load_auxiliary(str(model_dir), kind="lvlm", device="cpu"))
     items = [(s.image, q) for s in make_dataset(n_scenes, seed, n_objects=n_objects) for q in s.queries()]
     answers: list[str] = []
     with torch.inference_mode():

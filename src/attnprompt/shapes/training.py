@@ -156,7 +156,9 @@ def run_loop(
         Path(cfg.log).parent.mkdir(parents=True, exist_ok=True)
     log = open(cfg.log, "a", encoding="utf-8") if cfg.log else None
     planned = cfg.planned_steps or cfg.steps
-    done, losses, durations, step_time, stopped = 0, [], [], None, "steps"
+    losses: list[float] = []
+    durations: list[float] = []
+    done, step_time, stopped = 0, None, "steps"
     try:
         while True:
             elapsed = time.monotonic() - start

@@ -36,8 +36,9 @@ from PIL import Image
 
 from attnprompt.errors import AttnPromptError
 from attnprompt.files.durable import append_line
+from attnprompt.files.jsondata import JSONError, load_json
 
-__all__ = ["AnswerCache", "image_digest", "CACHE_KEY_VERSION"]
+__all__ = ["AnswerCache", "image_digest", "model_identity", "CACHE_KEY_VERSION"]
 
 #: Bump when the meaning of a key changes (old entries then simply stop matching).
 CACHE_KEY_VERSION = 1
@@ -143,11 +144,11 @@ class AnswerCache:
             if not raw.strip():
                 continue
             try:
-                rec = json.loads(raw)
+                rec = load_json(raw)
                 key, answer = rec["key"], rec["answer"]
                 if not isinstance(key, str) or not isinstance(answer, str):
                     raise TypeError("key and answer must be strings")
-            except (ValueError, KeyError, TypeError):
+            except (JSONError, KeyError, TypeError):
                 self.skipped_lines += 1  # torn write followed by later appends, or garbage
                 continue
             self._entries[key] = answer
@@ -162,14 +163,45 @@ class AnswerCache:
         rec = {"key": key, "answer": answer, "meta": dict(meta or {}), "time": time.time()}
         try:
             line = json.dumps(rec, ensure_ascii=False, default=str) + "\n"
-        except ValueError as e:
+            try:
+                payload = line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: ASCII JSON escapes it and reads back equal
+                payload = (json.dumps(rec, ensure_ascii=True, default=str) + "\n").encode("ascii")
+        except (ValueError, RecursionError) as e:
             raise AttnPromptError(f"answer cache: cannot store entry: {e}") from e
         with self._lock:
             try:
-                append_line(self.path, line.encode("utf-8"), shared=True)
+                append_line(self.path, payload, shared=True)
             except AttnPromptError as e:
                 raise AttnPromptError(f"answer cache: {e}") from e
             self._entries[key] = answer
 
     def __repr__(self) -> str:
         return f"AnswerCache({str(self.folder)!r}, entries={len(self)})"
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt")
+
+
+def model_identity(name: str | os.PathLike[str]) -> dict[str, Any]:
+    """What tells one model apart from another with the same name, for keys of stored results.
+
+    A hub id is its own identity. A local folder (or file) is its real path plus the name,
+    size and modification time of each weight and config file in it: two folders called
+    ``clip`` are different models, and a model retrained in place stops matching its old
+    answers. Hashing the weights would be exact but costs seconds per gigabyte on every run.
+    """
+    text = os.fspath(name)
+    path = Path(text).expanduser()
+    if not path.exists():
+        return {"id": text}
+    real = path.resolve()
+    files = [real] if real.is_file() else sorted(p for p in real.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    stamp = []
+    for p in files:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        stamp.append([p.name, st.st_size, st.st_mtime_ns])
+    return {"path": str(real), "files": stamp}

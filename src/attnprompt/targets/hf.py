@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from ..auxiliary.lvlm import LvlmAuxiliary
 from PIL import Image
 
-from .cache import AnswerCache, image_digest
+from .cache import AnswerCache, image_digest, model_identity
 
 __all__ = ["HFTarget"]
 
@@ -43,16 +46,23 @@ class HFTarget:
     ) -> None:
         from ..auxiliary.dispatch import load_auxiliary
 
+        from ..errors import AttnPromptError
+
         if batch_size < 1:
-            raise ValueError("batch size must be at least 1")
-        self.model = auxiliary or load_auxiliary(str(model), kind="lvlm", device=device, dtype=dtype)
+            raise AttnPromptError("batch size must be at least 1")
+        if max_new_tokens < 1:
+            raise AttnPromptError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        self.model = cast("LvlmAuxiliary", auxiliary or load_auxiliary(str(model), kind="lvlm", device=device, dtype=dtype))
         self.name = f"hf:{model}"
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.cache = cache
+        self._identity = model_identity(str(getattr(self.model, "name", model)))  # once: it lists the folder
 
     def settings(self) -> dict[str, Any]:
-        return {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "dtype": str(self.model.dtype)}
+        """Everything besides image and prompt that changes an answer (part of every cache key)."""
+        return {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "dtype": str(self.model.dtype),
+                "device": torch.device(self.model.device).type, "model": self._identity}
 
     def answer(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[str]:
         """One greedy answer per (image, prompt), in order."""
@@ -63,8 +73,8 @@ class HFTarget:
         todo: list[int] = []
         for i, (image, prompt) in enumerate(zip(images, prompts)):
             if self.cache is not None:
-                keys[i] = self.cache.key(self.name, image_digest(image), prompt, self.settings())
-                hit = self.cache.get(keys[i])
+                key = keys[i] = self.cache.key(self.name, image_digest(image), prompt, self.settings())
+                hit = self.cache.get(key)
                 if hit is not None:
                     out[i] = hit
                     continue
@@ -76,8 +86,9 @@ class HFTarget:
                                           max_new_tokens=self.max_new_tokens)
                 for i, text in zip(chunk, texts):
                     out[i] = text
-                    if self.cache is not None and keys[i] is not None:
-                        self.cache.put(keys[i], text, {"model": self.name, "prompt": prompts[i]})
+                    stored = keys[i]
+                    if self.cache is not None and stored is not None:
+                        self.cache.put(stored, text, {"model": self.name, "prompt": prompts[i]})
         return [o if o is not None else "" for o in out]
 
     def answer_scored(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[tuple[str, float]]:
@@ -91,11 +102,11 @@ class HFTarget:
         todo: list[int] = []
         for i, (image, prompt) in enumerate(zip(images, prompts)):
             if self.cache is not None:
-                keys[i] = self.cache.key(self.name, image_digest(image), prompt, settings)
-                hit = self.cache.get(keys[i])
+                key = keys[i] = self.cache.key(self.name, image_digest(image), prompt, settings)
+                hit = self.cache.get(key)
                 if hit is not None:
-                    text, _, conf = hit.rpartition("\t")
-                    out[i] = (text, float(conf))
+                    cached, _, confidence = hit.rpartition("\t")
+                    out[i] = (cached, float(confidence))
                     continue
             todo.append(i)
         with torch.inference_mode():
@@ -105,6 +116,7 @@ class HFTarget:
                                                   max_new_tokens=self.max_new_tokens)
                 for i, (text, conf) in zip(chunk, scored):
                     out[i] = (text, conf)
-                    if self.cache is not None and keys[i] is not None:
-                        self.cache.put(keys[i], f"{text}\t{conf!r}", {"model": self.name, "prompt": prompts[i]})
+                    stored = keys[i]
+                    if self.cache is not None and stored is not None:
+                        self.cache.put(stored, f"{text}\t{conf!r}", {"model": self.name, "prompt": prompts[i]})
         return [o if o is not None else ("", float("-inf")) for o in out]

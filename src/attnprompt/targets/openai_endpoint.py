@@ -7,6 +7,12 @@ Retries are ours, not the ``openai`` client's (it is built with ``max_retries=0`
 5xx, timeouts and connection errors are retried with exponential backoff and jitter, honouring
 ``Retry-After`` / ``retry-after-ms``; any other 4xx fails at once with an
 :class:`~attnprompt.errors.AttnPromptError` that says what to fix.
+
+Replies are read as untrusted input: each attempt has an overall deadline (``timeout`` covers
+connecting, sending, waiting and the whole body, however slowly it trickles) and a size cap
+(``max_reply_bytes``). A 200 reply whose body is not JSON, or whose message has no text content
+(``null``, missing, a list), is retried like a server error and never becomes (or is cached
+as) an answer; when the retries run out, one error says what the server sent.
 """
 
 from __future__ import annotations
@@ -18,17 +24,20 @@ import json
 import math
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image
 
 from attnprompt.errors import AttnPromptError
+from attnprompt.io import JSONError, load_json
 from attnprompt.targets.cache import AnswerCache, image_digest
+from attnprompt.targets.http_limits import ReplyTooLarge, attempt_limits, limited_transport
 
 __all__ = ["OpenAIEndpointTarget", "encode_image_data_url", "NO_API_KEY"]
 
@@ -36,6 +45,8 @@ __all__ = ["OpenAIEndpointTarget", "encode_image_data_url", "NO_API_KEY"]
 NO_API_KEY = "EMPTY"
 #: Longest single wait between attempts, whatever the backoff or Retry-After says.
 MAX_WAIT_S = 120.0
+#: Default cap on the size of one reply (headers and body), in bytes.
+MAX_REPLY_BYTES = 4 * 1024 * 1024
 
 
 def encode_image_data_url(image: Image.Image) -> str:
@@ -46,8 +57,23 @@ def encode_image_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _http_module(openai: Any) -> Any:
+    """The httpx package the openai client is built on (``httpx``, or ``httpx2`` in recent releases)."""
+    for base in openai.DefaultHttpxClient.__mro__:
+        top = base.__module__.split(".")[0]
+        if top.startswith("httpx"):
+            return sys.modules[top]
+    import httpx
+
+    return httpx
+
+
 class _Stopped(Exception):
     """Another item of the same batch failed; this one stops retrying."""
+
+
+class _BadReply(Exception):
+    """A 200 reply that holds no usable answer (retried like a server error)."""
 
 
 def _retry_after_seconds(headers: Any) -> float | None:
@@ -108,7 +134,8 @@ class OpenAIEndpointTarget:
             (fine for local servers; OpenAI will answer 401, reported with this name).
         max_concurrency: requests in flight at once.
         max_retries: retries after the first attempt for 408/429/5xx/timeouts/connection errors.
-        timeout: seconds per HTTP attempt.
+        timeout: seconds per HTTP attempt, all of it: connecting, sending, waiting and reading
+            the whole reply (a body that trickles in byte by byte is cut off here).
         backoff: base wait in seconds; attempt ``n`` waits about ``backoff * 2**n`` (jittered
             by a factor in [0.5, 1.5), at most 120 s) unless the server sent ``Retry-After``.
         cache: answers are looked up before any request and stored after each success.
@@ -116,6 +143,7 @@ class OpenAIEndpointTarget:
             the cache key).
         system_prompt: optional system message put before every :meth:`answer` request.
         image_first: put the image part before the text part (default: text, then image).
+        max_reply_bytes: largest reply accepted (default 4 MiB); a larger one fails at once.
 
     Several images per prompt: give a list of images in place of one; they are sent as
     consecutive image parts, in order (up to :attr:`max_images`; MMMU's questions refer to
@@ -139,6 +167,7 @@ class OpenAIEndpointTarget:
         temperature: float = 0.0,
         system_prompt: str | None = None,
         image_first: bool = False,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ):
         if not model or not isinstance(model, str):
             raise AttnPromptError("OpenAI endpoint: a model name is required")
@@ -148,8 +177,12 @@ class OpenAIEndpointTarget:
             raise AttnPromptError(f"OpenAI endpoint: max_retries must be >= 0, got {max_retries}")
         if not timeout or timeout <= 0:
             raise AttnPromptError(f"OpenAI endpoint: timeout must be > 0 seconds, got {timeout}")
+        if int(max_tokens) < 1:
+            raise AttnPromptError(f"OpenAI endpoint: max_tokens must be >= 1, got {max_tokens}")
         if backoff < 0:
             raise AttnPromptError(f"OpenAI endpoint: backoff must be >= 0, got {backoff}")
+        if int(max_reply_bytes) < 1024:
+            raise AttnPromptError(f"OpenAI endpoint: max_reply_bytes must be >= 1024, got {max_reply_bytes}")
         try:
             import openai
         except ImportError as e:
@@ -170,12 +203,14 @@ class OpenAIEndpointTarget:
         self.temperature = float(temperature)
         self.system_prompt = system_prompt
         self.image_first = bool(image_first)
+        self.max_reply_bytes = int(max_reply_bytes)
         self.name = f"openai:{model}"
         self._client = openai.OpenAI(
             api_key=os.environ.get(api_key_env) or NO_API_KEY,
             base_url=self.base_url,
             max_retries=0,
             timeout=self.timeout,
+            http_client=openai.DefaultHttpxClient(transport=limited_transport(_http_module(openai))),
         )
         self.endpoint = str(self._client.base_url).rstrip("/")
         self.requests_sent = 0  # HTTP attempts made (cache hits make none)
@@ -189,6 +224,7 @@ class OpenAIEndpointTarget:
     def settings(self) -> dict[str, Any]:
         """Every setting that changes an :meth:`answer` (the cache key includes all of them)."""
         return {
+            "endpoint": self.endpoint,  # another server may serve another model under the same name
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "system_prompt": self.system_prompt,
@@ -199,8 +235,8 @@ class OpenAIEndpointTarget:
         """The chat messages sent for one (image or images, prompt) pair."""
         parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         if image is not None:
-            imgs = [{"type": "image_url", "image_url": {"url": encode_image_data_url(im)}}
-                    for im in (image if isinstance(image, (list, tuple)) else [image])]
+            shown: list[Image.Image] = list(image) if isinstance(image, (list, tuple)) else [cast(Image.Image, image)]
+            imgs = [{"type": "image_url", "image_url": {"url": encode_image_data_url(im)}} for im in shown]
             parts = [*imgs, *parts] if self.image_first else [*parts, *imgs]
         messages: list[dict[str, Any]] = []
         if self.system_prompt is not None:
@@ -225,7 +261,8 @@ class OpenAIEndpointTarget:
             )
         for i, (im, p) in enumerate(zip(images, prompts)):
             several = isinstance(im, (list, tuple))
-            if several and not (0 < len(im) <= self.max_images and all(isinstance(x, Image.Image) for x in im)):
+            if isinstance(im, (list, tuple)) and not (0 < len(im) <= self.max_images
+                                                      and all(isinstance(x, Image.Image) for x in im)):
                 raise AttnPromptError(f"OpenAI endpoint: item {i}: a list of images must hold 1 to {self.max_images} "
                                       "PIL images")
             if im is not None and not several and not isinstance(im, Image.Image):
@@ -310,14 +347,14 @@ class OpenAIEndpointTarget:
                 prompt = json.dumps(msgs, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
             except (TypeError, ValueError) as e:
                 raise AttnPromptError(f"OpenAI endpoint: chat messages must be JSON-serialisable: {e}") from e
-            key = AnswerCache.key(self.model, None, prompt, {"kind": "chat", **resolved})
+            key = AnswerCache.key(self.model, None, prompt, {"kind": "chat", "endpoint": self.endpoint, **resolved})
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
         extra = {k: v for k, v in resolved.items() if k not in ("max_tokens", "temperature")}
         text = self._complete(msgs, extra, "chat request", None,
                               max_tokens=resolved["max_tokens"], temperature=resolved["temperature"])
-        if key is not None:
+        if key is not None and self.cache is not None:
             self.cache.put(key, text, {"model": self.model, "endpoint": self.endpoint, "kind": "chat",
                                        "settings": resolved})
         return text
@@ -349,14 +386,18 @@ class OpenAIEndpointTarget:
             with self._count_lock:
                 self.requests_sent += 1
             try:
-                resp = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,  # type: ignore[arg-type]
-                    max_tokens=self.max_tokens if max_tokens is None else max_tokens,
-                    temperature=self.temperature if temperature is None else temperature,
-                    **extra,
-                )
-                return self._text_of(resp, what)
+                with attempt_limits(self.timeout, self.max_reply_bytes):
+                    raw = self._client.chat.completions.with_raw_response.create(
+                        model=self.model,
+                        messages=messages,  # type: ignore[arg-type]
+                        max_tokens=self.max_tokens if max_tokens is None else max_tokens,
+                        temperature=self.temperature if temperature is None else temperature,
+                        **extra,
+                    )
+                    body = raw.http_response.content  # read within the attempt's limits
+                return _text_of(body)
+            except _BadReply as e:
+                last = str(e)
             except openai.APIStatusError as e:
                 status = int(e.status_code)
                 if status in (408, 429) or status >= 500:
@@ -366,8 +407,13 @@ class OpenAIEndpointTarget:
                     raise self._fatal(status, e, what) from e
             except openai.APITimeoutError:
                 last = f"timed out after {self.timeout:g} s"
-            except openai.APIConnectionError as e:
+            except (ReplyTooLarge, openai.APIConnectionError) as e:
                 cause = e.__cause__ or e.__context__
+                if isinstance(e, ReplyTooLarge) or isinstance(cause, ReplyTooLarge):
+                    # the same request would get the same reply: refused at once
+                    raise AttnPromptError(
+                        f"OpenAI endpoint {self.endpoint}, model {self.model!r}, {what}: the reply is larger than "
+                        f"max_reply_bytes={self.max_reply_bytes}; refused") from None
                 last = f"connection error: {cause or e}"
             except openai.OpenAIError as e:
                 raise AttnPromptError(
@@ -407,14 +453,25 @@ class OpenAIEndpointTarget:
             )
         return AttnPromptError(f"{where}: request rejected ({detail})")
 
-    def _text_of(self, resp: Any, what: str) -> str:
-        choices = getattr(resp, "choices", None)
-        if not choices:
-            raise AttnPromptError(
-                f"OpenAI endpoint {self.endpoint}, model {self.model!r}, {what}: response has no choices: {resp!r:.300}"
-            )
-        message = choices[0].message
-        content = getattr(message, "content", None)
-        if content is None:
-            content = getattr(message, "refusal", None) or ""
-        return str(content)
+
+
+def _text_of(body: bytes) -> str:
+    """The answer text of a chat-completions reply body; :class:`_BadReply` when it has none."""
+    try:
+        reply = load_json(body)
+    except JSONError as e:
+        raise _BadReply(f"the reply is not JSON ({e.reason}): {body[:80]!r}") from None
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise _BadReply(f"the reply has no choices: {body[:120]!r}")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise _BadReply("the reply's first choice has no message")
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    refusal = message.get("refusal")
+    if content is None and isinstance(refusal, str) and refusal:
+        return refusal  # the API's own way of declining, a real answer
+    kind = "null" if content is None else type(content).__name__
+    raise _BadReply(f"the reply's message content is {kind}, not text")

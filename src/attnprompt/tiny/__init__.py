@@ -8,5 +8,7 @@ the kit's own generators (:mod:`attnprompt.tiny.seeds`); the caller's global RNG
 
 from .clip import make_tiny_clip_dir
 from .lvlm import make_tiny_llava_dir, make_tiny_llava_next_dir, make_tiny_qwen2_vl_dir
+from .offline import offline_model_map
 
-__all__ = ["make_tiny_clip_dir", "make_tiny_llava_dir", "make_tiny_llava_next_dir", "make_tiny_qwen2_vl_dir"]
+__all__ = ["make_tiny_clip_dir", "make_tiny_llava_dir", "make_tiny_llava_next_dir", "make_tiny_qwen2_vl_dir",
+           "offline_model_map"]

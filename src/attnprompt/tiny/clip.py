@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+_HF_LOGIT_SCALE_INIT = 2.6592  # CLIPConfig's default logit_scale_init_value
 
 
 def clip_vocab(words: Sequence[str] = ()) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -138,7 +139,6 @@ def clip_config(
     if vocab_size is None:
         vocab_size = len(clip_vocab()[0])
 
-    extra = {} if logit_scale_init is None else {"logit_scale_init_value": logit_scale_init}
     return CLIPConfig(
         text_config=dict(
             hidden_size=text_width, intermediate_size=4 * text_width, num_hidden_layers=text_layers,
@@ -152,17 +152,17 @@ def clip_config(
             projection_dim=projection_dim,
         ),
         projection_dim=projection_dim,
-        **extra,
+        logit_scale_init_value=_HF_LOGIT_SCALE_INIT if logit_scale_init is None else logit_scale_init,
     )
 
 
 def clip_image_processor(size: int) -> Any:
     """OpenAI CLIP preprocessing for ``size`` px: resize the short side (bicubic), centre-crop."""
-    try:  # transformers 5: the Pillow processor needs no torchvision
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
-    except ImportError:
-        from transformers import CLIPImageProcessor
-    return CLIPImageProcessor(
+    import transformers
+
+    # transformers 5: the Pillow processor needs no torchvision
+    processor_class = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    return processor_class(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size},
         image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), resample=3,
     )

@@ -151,7 +151,7 @@ def load_from_hub(
         raise AttnPromptError(f"{name}: option(s) {', '.join(not_hub)} name files of the official layout and do "
                               "not apply to hf: data")
     try:
-        import datasets  # type: ignore[import-not-found]
+        import datasets
     except ImportError:
         raise AttnPromptError(
             "load_from_hub needs the 'datasets' package (pip install datasets); or download the official "
@@ -195,7 +195,7 @@ def load_from_hub(
             continue
         log.rows += 1
         try:
-            img = row.get("image")
+            img: Any = row.get("image")
             if not hasattr(img, "save"):
                 raise BadRow("column 'image' is not an image")
             path = cache / f"{n:06d}.png"

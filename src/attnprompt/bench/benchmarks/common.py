@@ -14,7 +14,6 @@ Damaged data is handled the same way everywhere:
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import re
 import warnings
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ...errors import AttnPromptError
+from ...files.jsondata import JSONError, load_json
 from ..items import Item, Score
 
 __all__ = [
@@ -161,20 +161,26 @@ def id_field(row: dict[str, Any], key: str) -> str:
     return str(value)
 
 
+def _not_valid(error: JSONError) -> str:
+    """``not valid JSON (why)`` / ``not valid UTF-8 (byte N)``."""
+    return error.reason.replace("invalid JSON", "not valid JSON", 1)
+
+
 def read_json(bench: str, path: Path) -> Any:
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise AttnPromptError(f"{bench}: {path} is not valid JSON (line {e.lineno}: {e.msg}); see {DOCS}") from None
+        data = path.read_bytes()
     except OSError as e:
         raise AttnPromptError(f"{bench}: cannot read {path}: {e.strerror or e}") from None
+    try:
+        return load_json(data)  # deep nesting or bad UTF-8: one line, not a traceback
+    except JSONError as e:
+        raise AttnPromptError(f"{bench}: {path} is {_not_valid(e)}; see {DOCS}") from None
 
 
 def jsonl_rows(path: Path, log: Log) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; malformed lines are skipped with a warning."""
     try:
-        f = open(path, encoding="utf-8-sig")
+        f = open(path, "rb")  # bytes: a line that is not UTF-8 is one bad row, not a crash
     except OSError as e:
         raise AttnPromptError(f"{log.bench}: cannot read {path}: {e.strerror or e}") from None
     with f:
@@ -183,9 +189,9 @@ def jsonl_rows(path: Path, log: Log) -> Iterator[tuple[int, dict[str, Any]]]:
                 continue
             log.rows += 1
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                log.bad(f"{path}:{lineno}", f"not valid JSON ({e.msg})")
+                obj = load_json(line)
+            except JSONError as e:
+                log.bad(f"{path}:{lineno}", _not_valid(e))
                 continue
             if not isinstance(obj, dict):
                 log.bad(f"{path}:{lineno}", "not a JSON object")
