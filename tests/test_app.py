@@ -120,14 +120,14 @@ def test_annotate_endpoint_clip_gives_the_library_result(client) -> None:
 
 
 def test_annotate_endpoint_lvlm_answer_and_highlight(client) -> None:
-    cfg = LVLM_PRESETS["default"]
+    prompter = Prompter("shapes-llava", device="cpu")
+    cfg = prompter.config  # "default" is the model's own preset (its attnprompt_preset.json)
     scene = make_scene(11, size=(64, 64)).image
     path = Path(os.environ["XDG_CACHE_HOME"]) / "scene11.png"
     scene.save(path)
     question = "what color is the square?"
     _, _, prompt, answer, _ = client.predict(gradio_client.handle_file(str(path)), question, "lvlm", "shapes-llava",
                                              "default", *_knobs(cfg), api_name="/annotate")
-    prompter = Prompter("shapes-llava", device="cpu")
     [expected] = prompter.annotate(scene, question)
     assert answer == expected.answer and answer.strip()
     assert np.array_equal(_pixels(prompt), np.asarray(expected.image))

@@ -19,7 +19,9 @@ def test_demo_report(tmp_path) -> None:
     n = len(results)
     for panel in ("original", "CLIP map", "CLIP prompt", "LLaVA map", "LLaVA prompt"):
         assert f"<dt>{panel}</dt>" in page
-    assert "psi_cls from block(s) -2 of 6" in page and "decoder layer(s) 2 of 4" in page
+    # the shipped models' own presets (their attnprompt_preset.json): all 6 CLIP blocks, no psi_comp
+    assert "psi_cls from block(s) 0, 1, 2, 3, 4, 5 of 6" in page and "map from block none" in page
+    assert "decoder layer(s) 2 of 4" in page
     for r in results:
         assert f"<i>{r['llava_own_answer']}</i>" in page
         original = Image.open(tmp_path / "demo" / r["pictures"]["original"])
