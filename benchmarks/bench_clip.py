@@ -129,7 +129,8 @@ def build_hf(key: str, device: Any, dtype: Any, tmpdir: str) -> tuple[Any, Any]:
     from transformers import CLIPTokenizer
 
     from attnprompt.auxiliary.clip_hf import HFClip
-    from attnprompt.testing import OPENAI_MEAN, OPENAI_STD, build_clip_tokenizer_files, random_clip_model, tiny_clip_config
+    from attnprompt.geometry import OPENAI_MEAN, OPENAI_STD
+    from attnprompt.testing import build_clip_tokenizer_files, random_clip_model, tiny_clip_config
 
     try:
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as Processor

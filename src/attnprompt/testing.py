@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .geometry import OPENAI_MEAN, OPENAI_STD  # noqa: F401 - importable from here before the kit
 from .tiny.clip import clip_config as tiny_clip_config
 from .tiny.clip import make_tiny_clip_dir, random_clip_model, write_clip_tokenizer
 

@@ -4,6 +4,7 @@ Compatibility: the recipes live in :mod:`attnprompt.tiny.lvlm` (shared with the 
 trainer); this module re-exports them.
 """
 
+from .geometry import OPENAI_MEAN, OPENAI_STD  # noqa: F401 - importable from here before the kit
 from .tiny.lvlm import (
     LLAVA_CHAT_TEMPLATE,
     LLAVA_SPECIALS,
