@@ -131,3 +131,8 @@ def test_confident_combination_keeps_the_more_confident_answer(folder, tmp_path,
         assert r["kept"] == ("prompted" if keep else "original")
         assert r["answer"] == (r["prompted_answer"] if keep else r["original_answer"])
         assert r["confidence"]["original"] <= 0.0
+
+
+def test_parse_grid_reads_booleans_as_booleans():
+    # "false" used to reach MaskConfig as the (truthy) string "false"
+    assert parse_grid(["strict_order=true,false"], num_layers=6) == {"strict_order": [True, False]}

@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..config import MaskConfig, parse_layers
+from ..config import MaskConfig, parse_layers, parse_value
 from ..errors import AttnPromptError
 from ..io import atomic_write_text, read_jsonl_tolerant
 from .stats import paired_bootstrap
@@ -104,14 +104,7 @@ def _value(knob: str, text: str, num_layers: int) -> Any:
         if text.lower() in ("none", "default"):
             return None
         return parse_layers([text])
-    if text.lower() == "none":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+    return parse_value(text)
 
 
 def parse_grid(specs: Sequence[str], num_layers: int) -> dict[str, list[Any]]:
