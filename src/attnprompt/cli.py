@@ -461,7 +461,7 @@ def _job_report(summary: "JobSummary") -> int:
 def _image_rows(images: list[str], query: str) -> list:
     """Several images with one question as manifest rows; ids are the file names (the paths if
     two files share a name)."""
-    from .io import ManifestRow
+    from .files import ManifestRow
 
     stems = [Path(p).stem for p in images]
     ids = stems if len(set(stems)) == len(stems) else [str(Path(p)) for p in images]
@@ -474,7 +474,7 @@ def _image_rows(images: list[str], query: str) -> list:
 def _figure(args: argparse.Namespace) -> int:
     from .config import DEFAULT_MODEL
     from .figure import figure
-    from .io import atomic_save_image, safe_stem
+    from .files import atomic_save_image, safe_stem
 
     output = Path(args.output) if args.output else Path(f"{safe_stem(Path(args.image).stem)}_figure.png")
     prompter = _load_prompter(args)

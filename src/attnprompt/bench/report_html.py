@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from PIL import Image
 
-from ..io import atomic_save_image, atomic_write_text, load_image, safe_stem
+from ..files import atomic_save_image, atomic_write_text, load_image, safe_stem
 from .items import Item
 
 __all__ = ["write_report_html", "MAX_CHANGED_SHOWN"]

@@ -223,7 +223,7 @@ def evaluate(
     (hub id, folder, shipped name) or a loaded :class:`attnprompt.Prompter`. ``preset`` is the
     mask preset for both; without it each auxiliary uses the benchmark's preset
     (:mod:`attnprompt.bench.presets`, extended by the preset files in ``presets_dir``). ``data`` is the release folder or ``hf:ID[@split]``
-    (:func:`~attnprompt.bench.datasets.load_data`); ``items`` skips reading it (already read, as
+    (:func:`~attnprompt.bench.benchmarks.load_data`); ``items`` skips reading it (already read, as
     the command line does before loading any model). Returns the content of ``scores.json``.
     ``device`` / ``dtype`` are those of auxiliaries given by name.
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..config import MaskConfig, parse_layers, parse_value
 from ..errors import AttnPromptError
-from ..io import atomic_write_text, read_jsonl_tolerant
+from ..files import atomic_write_text, read_jsonl_tolerant
 from .stats import paired_bootstrap
 
 __all__ = ["Setting", "default_grid", "default_style_names", "parse_grid", "plan", "tune", "format_tune_table", "preset_document",
@@ -463,7 +463,7 @@ def _order(value: Any) -> tuple:
 
 
 def _answers(root: Path, key: str, condition: str) -> dict[str, str]:
-    from ..io import safe_stem
+    from ..files import safe_stem
 
     path = root / "settings" / key / "answers" / f"{safe_stem(condition)}.jsonl"
     return {str(r["id"]): str(r.get("answer")) for r in read_jsonl_tolerant(path)} if path.exists() else {}

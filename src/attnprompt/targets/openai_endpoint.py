@@ -35,7 +35,7 @@ from typing import Any, cast
 from PIL import Image
 
 from attnprompt.errors import AttnPromptError
-from attnprompt.io import JSONError, load_json
+from ..files import JSONError, load_json
 from attnprompt.targets.cache import AnswerCache, image_digest
 from attnprompt.targets.http_limits import ReplyTooLarge, attempt_limits, limited_transport
 
